@@ -1,0 +1,238 @@
+"""Acceptance processes (SPEC 2), batch-first, each with its exact survival S_i.
+
+A process answers two questions:
+
+* ``survival(max_draft)``: the exact ``S_i = P(G >= i)``, ``i = 1..K`` (closed form
+  or Gauss-Hermite quadrature), used by the oracle;
+* ``draw(keys, rounds, max_draft)``: for a batch of (episode key, round index)
+  pairs, the accept run length ``G`` capped at ``K`` (``A = min(k, G)`` for any
+  draft length ``k <= K``) and the per-position acceptance probabilities ``p``
+  that generated it (the confidence signal is a noisy view of ``p``).
+
+Draws are counter-based (:mod:`specstop_gym.core.rng`): round ``r`` of an episode
+gets the same draws whatever policy runs, which is what common random numbers
+need. Position ``i`` is accepted when ``u_{r,i} < p_{r,i}``; ``G`` is the index of
+the first rejection minus one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import rng
+
+_LOGIT_CLIP = 40.0
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), clipped to +-40 so that p in {0, 1} stays finite."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        out = np.log(p) - np.log1p(-p)
+    return np.clip(out, -_LOGIT_CLIP, _LOGIT_CLIP)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x))."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def extend_profile(profile: tuple[float, ...] | np.ndarray, max_draft: int) -> np.ndarray:
+    """a_1..a_K: the profile's first K values, extended with its last value when shorter."""
+    a = np.asarray(profile, dtype=np.float64)
+    if a.size >= max_draft:
+        return a[:max_draft].copy()
+    return np.concatenate([a, np.full(max_draft - a.size, a[-1])])
+
+
+def run_length(accepted: np.ndarray) -> np.ndarray:
+    """Number of leading True values along the last axis."""
+    return np.cumprod(accepted, axis=-1).sum(axis=-1).astype(np.int64)
+
+
+def confidence_signal(keys: np.ndarray, rounds: np.ndarray, p: np.ndarray, sigma: float) -> np.ndarray:
+    """q_i with logit q_i = logit p_i + N(0, sigma^2) (SPEC 2, confidence signal); shape of ``p``."""
+    slots = np.arange(p.shape[-1])[None, :]
+    noise = rng.normal(keys[:, None], rng.STREAM_CONFIDENCE, rounds[:, None], slots)
+    return sigmoid(logit(p) + sigma * noise)
+
+
+class AcceptanceProcess:
+    """Interface of an acceptance process (see module docstring)."""
+
+    name = "base"
+
+    def survival(self, max_draft: int) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def draw(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int) -> tuple[np.ndarray, np.ndarray]:
+        """(G capped at K, p of shape (B, K)) for episode keys and round indices of shape (B,)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def draw_with_signal(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int,
+                         sigma: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(G, q): the run length and the confidence signal q (None when sigma is None)."""
+        g, p = self.draw(keys, rounds, max_draft)
+        return g, (None if sigma is None else confidence_signal(keys, rounds, p, sigma))
+
+    def _uniforms(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int) -> np.ndarray:
+        return rng.uniform(keys[:, None], rng.STREAM_ACCEPT_U, rounds[:, None], np.arange(max_draft)[None, :])
+
+
+@dataclass(frozen=True)
+class ProfileAcceptance(AcceptanceProcess):
+    """Independent positions with conditional acceptance a_i (geometric: all a_i = alpha).
+
+    ``S_i = prod_{j<=i} a_j`` exactly. The heavy-head (Llama-like) case is
+    ``a_1 = alpha_head``, ``a_i = alpha_tail`` for ``i >= 2``.
+    """
+
+    profile: tuple[float, ...]
+    name: str = "profile"
+
+    def survival(self, max_draft: int) -> np.ndarray:
+        return np.cumprod(extend_profile(self.profile, max_draft))
+
+    def draw(self, keys, rounds, max_draft):
+        a = extend_profile(self.profile, max_draft)
+        p = np.broadcast_to(a, (keys.shape[0], max_draft))
+        return run_length(self._uniforms(keys, rounds, max_draft) < p), p
+
+
+def geometric(alpha: float) -> ProfileAcceptance:
+    """Geometric acceptance: a_i = alpha for every position (the Qwen-like case)."""
+    return ProfileAcceptance(profile=(float(alpha),), name="geometric")
+
+
+@dataclass(frozen=True)
+class LatentDifficultyAcceptance(AcceptanceProcess):
+    """Per-round difficulty: p_i = sigmoid(logit a_i + z + eps_i), z ~ N(0, tau^2), eps_i ~ N(0, sigma^2).
+
+    Rounds are easy or hard as a whole. Exact survival by nested Gauss-Hermite
+    quadrature: ``S_i = E_z[ prod_{j<=i} E_eps[sigmoid(logit a_j + z + eps)] ]``
+    (eps is independent per token, so it averages out position by position).
+    """
+
+    profile: tuple[float, ...]
+    tau: float
+    eps_sigma: float = 0.0
+    quadrature_points: int = 64
+    name: str = "latent"
+
+    def _mean_p_given_z(self, a: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """E_eps[p_j | z] for nodes z (shape (Z,)) -> shape (Z, K)."""
+        base = logit(a)[None, :] + z[:, None]
+        if self.eps_sigma == 0:
+            return sigmoid(base)
+        x, w = np.polynomial.hermite_e.hermegauss(self.quadrature_points)
+        w = w / w.sum()
+        return np.tensordot(sigmoid(base[..., None] + self.eps_sigma * x), w, axes=([-1], [0]))
+
+    def survival(self, max_draft: int) -> np.ndarray:
+        a = extend_profile(self.profile, max_draft)
+        if self.tau == 0:
+            return np.cumprod(self._mean_p_given_z(a, np.zeros(1))[0])
+        x, w = np.polynomial.hermite_e.hermegauss(self.quadrature_points)
+        w = w / w.sum()
+        pz = self._mean_p_given_z(a, self.tau * x)  # (Z, K)
+        return w @ np.cumprod(pz, axis=1)
+
+    def draw(self, keys, rounds, max_draft):
+        a = extend_profile(self.profile, max_draft)
+        slots = np.arange(max_draft)[None, :]
+        z = self.tau * rng.normal(keys, rng.STREAM_LATENT_Z, rounds)
+        x = logit(a)[None, :] + z[:, None]
+        if self.eps_sigma > 0:
+            x = x + self.eps_sigma * rng.normal(keys[:, None], rng.STREAM_LATENT_EPS, rounds[:, None], slots)
+        p = sigmoid(x)
+        return run_length(self._uniforms(keys, rounds, max_draft) < p), p
+
+
+def kaplan_meier_hazards(run_length_: np.ndarray, censored: np.ndarray, draft_length: np.ndarray,
+                         max_draft: int) -> np.ndarray:
+    """Conditional acceptance a_i (i = 1..K) by the product-limit (Kaplan-Meier) estimator.
+
+    Position i is at risk in a recorded round if the round observed it
+    (``draft_length >= i`` and ``run_length >= i - 1``); it was accepted there if
+    ``run_length >= i``. A position nobody was at risk at reuses the last defined
+    rate (0.5 when none is defined at all).
+    """
+    g = np.asarray(run_length_, dtype=np.int64)
+    lengths = np.asarray(draft_length, dtype=np.int64)
+    del censored  # implied by run_length == draft_length; kept in the signature for clarity
+    pos = np.arange(1, max_draft + 1)[None, :]
+    at_risk = (lengths[:, None] >= pos) & (g[:, None] >= pos - 1)
+    acc = at_risk & (g[:, None] >= pos)
+    n_risk = at_risk.sum(axis=0)
+    n_acc = acc.sum(axis=0)
+    a = np.empty(max_draft)
+    last = 0.5
+    for i in range(max_draft):
+        if n_risk[i] > 0:
+            last = n_acc[i] / n_risk[i]
+        a[i] = last
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class TraceAcceptance(AcceptanceProcess):
+    """Replay of recorded rounds: each simulated round copies a recorded round chosen uniformly.
+
+    A recorded round gives ``G`` directly unless it is censored at a draft length
+    ``L < K``; then positions ``L+1..K`` are continued with the Kaplan-Meier
+    conditional rates of the whole trace. The exact survival is the mixture
+    ``S_i = mean_r P(G_r >= i)`` with ``P = 1`` for ``i <= G_r``, ``0`` past an
+    uncensored ``G_r`` and the product of continuation rates past a censored one.
+    Recorded confidences, where present, are replayed as the confidence signal.
+    """
+
+    run_lengths: np.ndarray
+    censored: np.ndarray
+    draft_lengths: np.ndarray
+    confidences: np.ndarray | None = None
+    name: str = "trace"
+
+    def _hazards(self, max_draft: int) -> np.ndarray:
+        return kaplan_meier_hazards(self.run_lengths, self.censored, self.draft_lengths, max_draft)
+
+    def survival(self, max_draft: int) -> np.ndarray:
+        a = self._hazards(max_draft)
+        g = np.minimum(self.run_lengths, max_draft)
+        pos = np.arange(1, max_draft + 1)[None, :]
+        known = (pos <= g[:, None]).astype(np.float64)
+        cont = np.where(pos > g[:, None], a[None, :], 1.0)
+        tail = np.cumprod(cont, axis=1)
+        prob = np.where(self.censored[:, None] & (g[:, None] < max_draft), np.maximum(known, tail), known)
+        return prob.mean(axis=0)
+
+    def _pick(self, keys: np.ndarray, rounds: np.ndarray) -> np.ndarray:
+        n = self.run_lengths.shape[0]
+        return np.minimum((rng.uniform(keys, rng.STREAM_TRACE_PICK, rounds) * n).astype(np.int64), n - 1)
+
+    def draw(self, keys, rounds, max_draft):
+        pick = self._pick(keys, rounds)
+        g_rec = np.minimum(self.run_lengths[pick], max_draft)
+        cens = self.censored[pick] & (g_rec < max_draft)
+        a = self._hazards(max_draft)
+        u = self._uniforms(keys, rounds, max_draft)
+        pos = np.arange(max_draft)[None, :]
+        accepted = np.where(pos < g_rec[:, None], True, np.where(cens[:, None], u < a[None, :], False))
+        return run_length(accepted), np.broadcast_to(a, (keys.shape[0], max_draft))
+
+    def draw_with_signal(self, keys, rounds, max_draft, sigma):
+        """Recorded confidences where the trace has them; elsewhere the signal model on the KM rates."""
+        g, p = self.draw(keys, rounds, max_draft)
+        if sigma is None:
+            return g, None
+        q = confidence_signal(keys, rounds, p, sigma)
+        if self.confidences is not None:
+            rec = self.confidences[self._pick(keys, rounds), :max_draft]
+            w = rec.shape[1]
+            q[:, :w] = np.where(np.isnan(rec), q[:, :w], rec)
+        return g, q
+
+    @property
+    def has_recorded_confidences(self) -> bool:
+        return self.confidences is not None and bool(np.isfinite(self.confidences).any())

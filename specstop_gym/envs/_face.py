@@ -1,0 +1,93 @@
+"""What the token-level and round-level environments share: scenario parsing, spaces,
+reward, info, seeding. The dynamics are in :mod:`specstop_gym.core.simulator`.
+
+Single environments are a batch of one; vector environments a batch of N.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+
+from ..core.config import ScenarioConfig
+from ..core.simulator import RoundResult, Simulator
+from ..core.rng import episode_keys
+from ..scenarios import DEFAULT_SCENARIO, build_simulator, make_scenario, stationary_reference
+
+ROUND_FIELDS = ("k", "accepted", "tokens", "round_ms", "rtt_ms", "channel_state")
+
+
+def resolve_config(scenario: str | ScenarioConfig | None, overrides: dict[str, Any]) -> ScenarioConfig:
+    """Scenario preset name (or config) plus keyword overrides -> validated config."""
+    return make_scenario(DEFAULT_SCENARIO if scenario is None else scenario, **overrides)
+
+
+def observation_space(sim: Simulator) -> spaces.Box:
+    """Box of the observation layout of :meth:`Simulator.observe`."""
+    low = np.zeros(sim.obs_dim, np.float32)
+    high = np.ones(sim.obs_dim, np.float32)
+    high[1] = np.inf  # last rtt in seconds
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def observation_fields(sim: Simulator) -> list[str]:
+    """Names of the observation entries, in order."""
+    m, k = sim.n_states, sim.max_draft
+    return (["position_frac", "last_rtt_s"] + [f"csi_{s}" for s in range(m)] + ["confidence"]
+            + [f"accept_est_{i}" for i in range(1, k + 1)] + ["tokens_left_frac"])
+
+
+class RewardModel:
+    """reward = -step_ms / time_scale_ms (``latency``) or
+    (tokens * reference_ms_per_token - step_ms) / time_scale_ms (``token_credit``)."""
+
+    def __init__(self, config: ScenarioConfig, sim: Simulator) -> None:
+        self.mode = config.reward_mode
+        self.scale = config.time_scale_ms
+        ref = config.reference_ms_per_token
+        if ref is None:
+            ref = stationary_reference(config, sim.channel)[1]
+        self.reference_ms_per_token = float(ref)
+
+    def __call__(self, step_ms: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        if self.mode == "latency":
+            return -step_ms / self.scale
+        return (tokens * self.reference_ms_per_token - step_ms) / self.scale
+
+
+def round_info(result: RoundResult, j: int) -> dict[str, float | int]:
+    """The finished round of row position ``j`` in ``result`` as a plain dict."""
+    return {"k": int(result.k[j]), "accepted": int(result.accepted[j]), "tokens": int(result.tokens[j]),
+            "round_ms": float(result.round_ms[j]), "rtt_ms": float(result.rtt_ms[j]),
+            "channel_state": int(result.state[j])}
+
+
+def check_seed(seed: Any) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+
+
+def row_generators(seed: int | list[int] | None, n: int) -> list[np.random.Generator]:
+    """Per-row generators as Gymnasium seeds vector envs: row i gets ``seed + i``."""
+    if seed is None:
+        return [seeding.np_random(None)[0] for _ in range(n)]
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        if len(seed) != n:
+            raise ValueError(f"seed list must have num_envs = {n} entries, got {len(seed)}")
+        for s in seed:
+            check_seed(s)
+        return [seeding.np_random(None if s is None else int(s))[0] for s in seed]
+    check_seed(seed)
+    return [seeding.np_random(int(seed) + i)[0] for i in range(n)]
+
+
+def new_row_keys(gens: list[np.random.Generator], rows: np.ndarray) -> np.ndarray:
+    """One fresh episode key per row from that row's own generator."""
+    return np.array([episode_keys(gens[i], 1)[0] for i in rows], dtype=np.uint64)
+
+
+__all__ = ["ROUND_FIELDS", "RewardModel", "build_simulator", "check_seed", "new_row_keys", "observation_fields",
+           "observation_space", "resolve_config", "round_info", "row_generators", "episode_keys"]

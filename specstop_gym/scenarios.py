@@ -1,0 +1,234 @@
+"""Named scenario presets with provenance, and the builder from a config to a simulator.
+
+``make_scenario(name, **overrides)`` returns a validated :class:`ScenarioConfig`;
+``build_simulator(config, batch_size)`` turns it into the batched core. Every
+preset field can be overridden (``gym.make(id, scenario=..., **overrides)``,
+``--set field=value`` on the command line). See docs/scenarios.md for the
+numbers and their sources; the reference paper's own parameters are not public
+(only its abstract is), so the presets are calibrated to its reported critical
+delays with public hardware and acceptance figures (../shared/CALIBRATION.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .core.acceptance import (AcceptanceProcess, LatentDifficultyAcceptance, ProfileAcceptance,
+                              TraceAcceptance, geometric)
+from .core.channel import Channel, DriftChannel, IIDChannel, MarkovChannel, TraceChannel
+from .core.config import ConfigError, ScenarioConfig
+from .core.simulator import Simulator
+
+# --- shared calibration (CALIBRATION.md) -------------------------------------------------
+_VERIFY = dict(verify_base_ms=16.0, verify_per_token_ms=0.11)
+_SRC_VERIFY = ("verification 16 ms + 0.11 ms/token: linear fit of llama.cpp PR 15131 (RTX 4090, "
+               "Llama 8B, k = 2..9), close to llama.cpp PR 14262 on an RTX 3090")
+_SRC_QWEN_DRAFT = "draft 20 ms/token: Qwen2.5 0.5B on Jetson Orin Nano Super, ~50 tok/s (community speed tests)"
+_SRC_LLAMA_DRAFT = ("draft 16.4 ms/token: Llama 3.2 1B on Jetson Orin Nano Super, ~62 tok/s "
+                    "(community speed tests), so c = 16.51 ms")
+_SRC_PAPER = "critical delays 83 ms / 111 ms: arXiv 2606.20591 (abstract); its own parameters are not public"
+
+_MARKOV_CSI_Q = ((-1.0 / 30000.0, 1.0 / 30000.0), (1.0 / 10000.0, -1.0 / 10000.0))
+
+
+def _qwen_geometric() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="qwen-geometric",
+        description="Qwen-like pair: geometric acceptance alpha = 0.5, i.i.d. lognormal rtt (mean 150 ms, cv 0.2)",
+        sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY, _SRC_PAPER,
+                 "alpha = 0.5 puts the critical delay at 84.6 ms (CALIBRATION.md, derived); modest "
+                 "acceptance of small cross-size Qwen pairs: SVIP, arXiv 2411.18462"),
+        draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.5,
+        channel="iid", delay_ms=150.0, delay_cv=0.2, max_draft=8, n_tokens=256,
+    )
+
+
+def _llama_heavy_head() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="llama-heavy-head",
+        description=("Llama-like pair: heavy-head profile a_1 = 0.70, a_i = 0.28 (i >= 2), "
+                     "i.i.d. lognormal rtt (mean 150 ms, cv 0.2)"),
+        sources=(_SRC_LLAMA_DRAFT, _SRC_VERIFY, _SRC_PAPER,
+                 "heavy head a_1 = 0.70, a_i = 0.28 puts the critical delay at 110.7 ms "
+                 "(CALIBRATION.md, derived); first-position excess: EAGLE arXiv 2401.15077 Table 2"),
+        draft_ms=16.4, **_VERIFY, acceptance="profile", profile=(0.70, 0.28),
+        channel="iid", delay_ms=150.0, delay_cv=0.2, max_draft=8, n_tokens=256,
+    )
+
+
+def _qwen_latent_signal() -> ScenarioConfig:
+    return _qwen_geometric().replace(
+        name="qwen-latent-signal",
+        description=("Qwen-like latency with latent per-round difficulty (a = 0.6, tau = 1.0) and a "
+                     "draft-confidence signal (sigma = 0.5): where SpecDec++-style stopping helps"),
+        sources=_qwen_geometric().sources + (
+            "latent difficulty and signal noise are illustrative choices (no public measurement)",),
+        acceptance="latent", profile=(0.6,), latent_tau=1.0, latent_eps_sigma=0.3, confidence_sigma=0.5,
+    )
+
+
+def _drift() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="drift",
+        description=("A good pair (geometric alpha = 0.7) under a drifting mean rtt: 40 ms and 400 ms "
+                     "alternating every 60 s (steps), lognormal jitter cv 0.1"),
+        sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY,
+                 "alpha = 0.7: per-position acceptance 0.64-0.79 of EAGLE arXiv 2401.15077 Table 2",
+                 "levels 40 ms / 400 ms: the medians of a good terrestrial path and of a loaded "
+                 "satellite/cellular path (../shared/traces: 5G n78 16 ms, Starlink ISL 151 ms with "
+                 "stalls to 388 ms); the schedule itself is synthetic"),
+        draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.7,
+        channel="drift", drift_schedule=((0.0, 40.0), (60000.0, 400.0)), drift_mode="step",
+        drift_period_ms=120000.0, drift_cv=0.1, max_draft=12, n_tokens=256, requests_per_episode=4,
+    )
+
+
+def _markov_csi() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="markov-csi",
+        description=("Gilbert-Elliott channel with observable state: good 30 ms (cv 0.2, mean stay 30 s) "
+                     "and bad 300 ms (cv 0.3, mean stay 10 s); geometric alpha = 0.7"),
+        sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY,
+                 "alpha = 0.7: EAGLE arXiv 2401.15077 Table 2",
+                 "two-state delays and stays are illustrative; fitted channels from real traces are "
+                 "the markov-nr5g and markov-starlink presets"),
+        draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.7,
+        channel="markov", markov_generator_per_ms=_MARKOV_CSI_Q, markov_rtt_mean_ms=(30.0, 300.0),
+        markov_rtt_cv=(0.2, 0.3), csi_observable=True, max_draft=12, n_tokens=256,
+    )
+
+
+def _trace_cellular() -> ScenarioConfig:
+    return _qwen_geometric().replace(
+        name="trace-cellular",
+        description="Qwen-like pair over a replayed delay trace (shipped synthetic cellular handover trace)",
+        sources=_qwen_geometric().sources + ("delay: traces/delay/synthetic_cellular_handover.csv "
+                                             "(synthetic; see traces/MANIFEST.json)",),
+        channel="trace", delay_trace="delay/synthetic_cellular_handover.csv",
+    )
+
+
+def _fitted_markov(name: str, file: str, description: str) -> Callable[[], ScenarioConfig]:
+    def factory() -> ScenarioConfig:
+        import json
+
+        path = resolve_data_path(f"channels/{file}")
+        fit = json.loads(Path(path).read_text())
+        return _qwen_geometric().replace(
+            name=name, description=description,
+            sources=_qwen_geometric().sources + (
+                f"channel fitted to {fit.get('source', file)} ({fit.get('licence', 'see traces/MANIFEST.json')}) "
+                f"by traces/fit_channels.py; figures in traces/channels/{file}",),
+            channel="markov",
+            markov_generator_per_ms=tuple(tuple(r) for r in fit["generator_per_ms"]),
+            markov_rtt_mean_ms=tuple(fit["rtt_mean_ms"]), markov_rtt_cv=tuple(fit["rtt_cv"]),
+            csi_observable=True,
+        )
+
+    return factory
+
+
+PRESETS: dict[str, Callable[[], ScenarioConfig]] = {
+    "qwen-geometric": _qwen_geometric,
+    "llama-heavy-head": _llama_heavy_head,
+    "qwen-latent-signal": _qwen_latent_signal,
+    "drift": _drift,
+    "markov-csi": _markov_csi,
+    "trace-cellular": _trace_cellular,
+    "markov-nr5g": _fitted_markov("markov-nr5g", "nr5g_urban_n78.json",
+                                  "Qwen-like pair over a Markov channel fitted to a measured 5G (n78) urban trace"),
+    "markov-starlink": _fitted_markov("markov-starlink", "starlink_isl.json",
+                                      "Qwen-like pair over a Markov channel fitted to a measured Starlink ISL trace"),
+}
+DEFAULT_SCENARIO = "qwen-geometric"
+
+
+def scenario_names() -> list[str]:
+    """Names of the presets."""
+    return list(PRESETS)
+
+
+def make_scenario(name: str | ScenarioConfig = DEFAULT_SCENARIO, **overrides: Any) -> ScenarioConfig:
+    """A preset (or a given config) with fields overridden; unknown names raise ConfigError."""
+    if isinstance(name, ScenarioConfig):
+        base = name
+    else:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown scenario {name!r}; valid: {', '.join(PRESETS)}")
+        base = PRESETS[name]()
+    return base.replace(**overrides) if overrides else base
+
+
+def resolve_data_path(path: str) -> str:
+    """An existing file as given, else a file shipped in the project's traces/ data folder."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return str(p)
+    from .traces.manifest import data_path
+
+    shipped = data_path(path)
+    if shipped is None or not Path(shipped).exists():
+        raise ConfigError(f"file not found: {path!r} (neither a path nor a shipped trace in traces/)")
+    return str(shipped)
+
+
+def build_acceptance(config: ScenarioConfig) -> AcceptanceProcess:
+    """The acceptance process a config describes."""
+    if config.acceptance == "geometric":
+        return geometric(config.alpha)
+    if config.acceptance == "profile":
+        assert config.profile is not None  # validated by ScenarioConfig
+        return ProfileAcceptance(profile=config.profile)
+    if config.acceptance == "latent":
+        assert config.profile is not None
+        return LatentDifficultyAcceptance(profile=config.profile, tau=config.latent_tau,
+                                          eps_sigma=config.latent_eps_sigma)
+    from .traces.acceptance import load_acceptance_trace
+
+    assert config.acceptance_trace is not None
+    tr = load_acceptance_trace(resolve_data_path(config.acceptance_trace))
+    return TraceAcceptance(run_lengths=np.asarray(tr.run_length, np.int64), censored=np.asarray(tr.censored, bool),
+                           draft_lengths=np.asarray(tr.draft_length, np.int64), confidences=tr.confidences)
+
+
+def build_channel(config: ScenarioConfig) -> Channel:
+    """The channel process a config describes."""
+    if config.channel == "constant":
+        return IIDChannel(mean_ms=config.delay_ms, cv=0.0)
+    if config.channel == "iid":
+        return IIDChannel(mean_ms=config.delay_ms, cv=config.delay_cv, distribution=config.delay_distribution,
+                          jitter_slot_ms=config.jitter_slot_ms)
+    if config.channel == "markov":
+        return MarkovChannel(generator_per_ms=np.array(config.markov_generator_per_ms),
+                             mean_ms=np.array(config.markov_rtt_mean_ms), cv=np.array(config.markov_rtt_cv),
+                             bandwidth_kbps=(None if config.markov_bandwidth_kbps is None
+                                             else np.array(config.markov_bandwidth_kbps)),
+                             jitter_slot_ms=config.jitter_slot_ms)
+    if config.channel == "drift":
+        sched = np.array(config.drift_schedule, dtype=np.float64)
+        return DriftChannel(times_ms=sched[:, 0], means_ms=sched[:, 1], mode=config.drift_mode,
+                            period_ms=config.drift_period_ms, cv=config.drift_cv,
+                            jitter_slot_ms=config.jitter_slot_ms)
+    from .traces.delay import load_delay_trace
+
+    assert config.delay_trace is not None
+    tr = load_delay_trace(resolve_data_path(config.delay_trace))
+    return TraceChannel(times_ms=tr.t_ms, rtts_ms=tr.rtt_ms, states=tr.state, random_offset=config.delay_trace_offset)
+
+
+def build_simulator(config: ScenarioConfig, batch_size: int = 1) -> Simulator:
+    """The batched core for a config (loads trace files, if any, once)."""
+    return Simulator(config, build_acceptance(config), build_channel(config), batch_size=batch_size)
+
+
+def stationary_reference(config: ScenarioConfig, channel: Channel | None = None) -> tuple[int, float]:
+    """(k*, rho*) of the stationary oracle at the channel's long-run mean rtt (SPEC 4)."""
+    from .oracle import optimal_k_for_costs
+
+    channel = channel or build_channel(config)
+    survival = build_acceptance(config).survival(config.max_draft)
+    fixed = channel.long_run_mean_rtt_ms() + config.verify_base_ms
+    return optimal_k_for_costs(survival, config.marginal_cost_ms, fixed)
