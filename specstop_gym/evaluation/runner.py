@@ -1,0 +1,179 @@
+"""Run agents on common random numbers: all seeds as rows of one batched simulator.
+
+Every agent of a comparison faces the same episode keys (one per seed, derived
+from the seed alone), hence the same acceptance draws per round and the same
+channel realisation per wall-clock time (SPEC 5). One seed is one row of the
+batched :class:`~specstop_gym.core.simulator.Simulator`; the rows of an agent are
+stepped together, so adding seeds costs little Python time.
+
+A run of one (agent, seed) is one episode of ``requests`` requests of
+``n_tokens`` tokens, in continuous wall-clock time; agents keep learning across
+the requests of a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..core.config import ScenarioConfig
+from ..core.rng import episode_keys
+from ..core.simulator import RoundResult, Simulator
+from ..scenarios import build_simulator
+
+ROUND_COLUMNS = ("seed", "round", "k", "accepted", "tokens", "time_ms", "rtt_ms", "state", "start_ms")
+BEST_FIXED_K = "best-fixed-k"
+
+
+def seed_keys(seeds: Iterable[int]) -> np.ndarray:
+    """The episode key of each seed: the same for every agent (common random numbers)."""
+    return np.array([episode_keys(np.random.default_rng(int(s)), 1)[0] for s in seeds], dtype=np.uint64)
+
+
+@dataclass
+class AgentRun:
+    """Per-round records of one agent over all seeds (columnar arrays), plus totals per seed."""
+
+    agent: str
+    description: dict[str, Any]
+    seeds: np.ndarray
+    columns: dict[str, np.ndarray]
+    total_time_ms: np.ndarray  # per seed
+    total_tokens: np.ndarray  # per seed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_token_latency_ms(self) -> np.ndarray:
+        """Per seed: total time / total tokens, ms/token."""
+        return self.total_time_ms / self.total_tokens
+
+    def seed_rows(self, seed_index: int) -> np.ndarray:
+        """Boolean mask of the records of one seed (by position in ``seeds``)."""
+        return self.columns["seed"] == self.seeds[seed_index]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, seeds: np.ndarray, r: RoundResult) -> None:
+        self.parts.append({"seed": seeds[r.rows], "round": r.round_index, "k": r.k, "accepted": r.accepted,
+                           "tokens": r.tokens, "time_ms": r.round_ms, "rtt_ms": r.rtt_ms, "state": r.state,
+                           "start_ms": r.start_ms})
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if not self.parts:
+            return {c: np.zeros(0) for c in ROUND_COLUMNS}
+        cols = {c: np.concatenate([p[c] for p in self.parts]) for c in ROUND_COLUMNS}
+        order = np.lexsort((cols["round"], cols["seed"]))
+        return {c: v[order] for c, v in cols.items()}
+
+
+def _contexts(sim: Simulator, rows: np.ndarray, observable: bool, token_level: bool = False):
+    from agents.base import RoundContext
+
+    csi = sim.csi[rows] if observable else np.full(len(rows), -1, np.int64)
+    true_mean = sim.channel.mean_rtt_ms(sim.rows, rows, sim.t_ms[rows], sim.csi[rows])
+    return RoundContext(rows=rows, last_rtt_ms=sim.last_rtt_ms[rows], csi=csi, tokens_left=sim.tokens_left[rows],
+                        time_ms=sim.t_ms[rows], true_state=sim.csi[rows], true_mean_rtt_ms=np.asarray(true_mean),
+                        observation=sim.observe(token_level)[rows])
+
+
+def _feedback(r: RoundResult, observable: bool):
+    from agents.base import RoundFeedback
+
+    csi = r.start_state if observable else np.full(len(r.rows), -1, np.int64)
+    return RoundFeedback(rows=r.rows, k=r.k, accepted=r.accepted, tokens=r.tokens, round_ms=r.round_ms,
+                         rtt_ms=r.rtt_ms, csi=csi)
+
+
+def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, level: str = "round",
+              max_rounds: int | None = None, batched: bool = True,
+              on_round: Callable[[int], None] | None = None) -> AgentRun:
+    """Run one agent (built for ``len(seeds)`` runs, or 1 run when ``batched=False``) on every seed.
+
+    ``level`` is ``"round"`` (``choose_k``) or ``"token"`` (``should_stop`` after each drafted
+    token). A run ends when its episode ends (``scenario.requests_per_episode`` requests) or after
+    ``max_rounds`` rounds. ``batched=False`` runs the seeds one by one (the reference for the
+    batched-evaluation benchmark); the agent is then reset between seeds.
+    """
+    from agents.base import TokenContext, validate_k
+
+    if level not in ("round", "token"):
+        raise ValueError(f"level must be 'round' or 'token', got {level!r}")
+    seeds = np.asarray(list(seeds), dtype=np.int64)
+    keys = seed_keys(seeds)
+    observable = scenario.csi_observable
+    groups = [np.arange(len(seeds))] if batched else [np.array([i]) for i in range(len(seeds))]
+    rec = _Recorder()
+    total_time = np.zeros(len(seeds))
+    total_tokens = np.zeros(len(seeds), np.int64)
+    for group in groups:
+        if not batched:
+            agent.reset()
+        sim = build_simulator(scenario, batch_size=len(group))
+        sim.reset_rows(np.arange(len(group)), keys[group])
+        gseeds = seeds[group]
+        rounds = 0
+        while True:
+            active = np.flatnonzero(~sim.done)
+            if len(active) == 0 or (max_rounds is not None and rounds >= max_rounds):
+                break
+            if level == "round":
+                k = validate_k(agent, agent.choose_k(_contexts(sim, active, observable)))
+                result = sim.step_round(k, active)
+            else:
+                # token level: every active row drafts until it stops (or is forced to at max_draft)
+                pending = active
+                while len(pending):
+                    ctx = _contexts(sim, pending, observable, token_level=True)
+                    conf = (sim.q[pending, sim.position[pending] - 1] if sim.has_signal
+                            else np.full(len(pending), np.nan))
+                    tctx = TokenContext(**vars(ctx), position=sim.position[pending].copy(), confidence=conf)
+                    stop = np.asarray(agent.should_stop(tctx), dtype=bool)
+                    _, result, forced = sim.step_token(stop.astype(np.int64), pending)
+                    if result is not None:
+                        rec.add(gseeds, result)
+                        agent.update(_feedback(result, observable))
+                    pending = pending[~(stop | forced)]
+                rounds += 1
+                if on_round:
+                    on_round(1)
+                continue
+            rec.add(gseeds, result)
+            agent.update(_feedback(result, observable))
+            rounds += 1
+            if on_round:
+                on_round(1)
+        total_time[group] = sim.episode_time_ms
+        total_tokens[group] = sim.episode_tokens
+    return AgentRun(agent=getattr(agent, "name", str(agent)), description=agent.describe(), seeds=seeds,
+                    columns=rec.columns(), total_time_ms=total_time, total_tokens=total_tokens)
+
+
+def run_best_fixed_k(scenario: ScenarioConfig, seeds: Iterable[int], *, max_rounds: int | None = None,
+                     on_round: Callable[[int], None] | None = None) -> AgentRun:
+    """best-fixed-k: static k for every k on the same draws; per seed the best in hindsight (SPEC 4)."""
+    from agents.registry import make_agent
+
+    from ..oracle import best_fixed_k
+
+    seeds = np.asarray(list(seeds), dtype=np.int64)
+    runs = [run_agent(make_agent("static-k", scenario, n_runs=len(seeds), k=k), scenario, seeds,
+                      max_rounds=max_rounds, on_round=on_round) for k in range(1, scenario.max_draft + 1)]
+    times = np.stack([r.total_time_ms for r in runs])  # (K, seeds)
+    tokens = np.stack([r.total_tokens for r in runs])
+    best = np.array([best_fixed_k(times[:, j], tokens[:, j])[0] for j in range(len(seeds))])
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in ROUND_COLUMNS}
+    for j, kb in enumerate(best):
+        src = runs[kb - 1]
+        m = src.seed_rows(j)
+        for c in ROUND_COLUMNS:
+            cols[c].append(src.columns[c][m])
+    columns = {c: np.concatenate(v) for c, v in cols.items()}
+    idx = np.arange(len(seeds))
+    return AgentRun(agent=BEST_FIXED_K, description={"name": BEST_FIXED_K, "k_per_seed": best.tolist()},
+                    seeds=seeds, columns=columns, total_time_ms=times[best - 1, idx],
+                    total_tokens=tokens[best - 1, idx], extra={"k": best})
