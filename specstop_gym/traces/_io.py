@@ -1,0 +1,115 @@
+"""Shared helpers for the strict trace readers and the atomic writers (internal)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TraceFormatError
+
+PathLike = str | os.PathLike[str]
+
+# A plain decimal number: optional sign, digits with an optional fraction, optional exponent.
+# Stricter than float(): no "nan", "inf", "1_000", hex or surrounding junk.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def read_text_lines(path: PathLike) -> list[str]:
+    """Read a UTF-8 text file and return its lines without line terminators.
+
+    Line ``i`` of the result (0-based) is line ``i + 1`` of the file. A leading
+    UTF-8 byte-order mark is dropped; ``\\r\\n`` endings are accepted. The final
+    newline does not produce an extra empty line.
+
+    Raises:
+        TraceFormatError: the file is empty, contains a NUL byte, or is not valid UTF-8
+            (the message gives the line of the first offending byte).
+        OSError: the file cannot be read (e.g. ``FileNotFoundError``).
+    """
+    data = Path(path).read_bytes()
+    if not data:
+        raise TraceFormatError(path, 1, "file is empty")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise TraceFormatError(
+            path, data.count(b"\n", 0, nul) + 1, "binary data (NUL byte); not a text trace"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceFormatError(
+            path, line, f"binary data (byte {data[exc.start]:#04x} is not valid UTF-8)"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.removesuffix("\r") for ln in lines]
+
+
+def readonly_copy(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` that cannot be written to (for the frozen trace dataclasses)."""
+    out = np.array(a, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def parse_number(text: str, path: PathLike, line: int, field: str) -> float:
+    """Parse a finite decimal number, or raise a ``TraceFormatError`` naming file, line and field."""
+    s = text.strip()
+    if s.lower() in _NON_FINITE:
+        raise TraceFormatError(path, line, f"{s!r} is not a finite number", field)
+    if not _NUMBER.fullmatch(s):
+        raise TraceFormatError(path, line, f"{s!r} is not a number", field)
+    value = float(s)
+    if not math.isfinite(value):
+        raise TraceFormatError(path, line, f"{s!r} is not a finite number (overflow)", field)
+    return value
+
+
+def parse_integer(text: str, path: PathLike, line: int, field: str) -> int:
+    """Parse a decimal integer, or raise a ``TraceFormatError`` naming file, line and field."""
+    s = text.strip()
+    if not _INTEGER.fullmatch(s):
+        raise TraceFormatError(path, line, f"{s!r} is not an integer", field)
+    return int(s)
+
+
+def format_number(x: float) -> str:
+    """Shortest text that reads back as exactly ``x`` (integers without a trailing ``.0``)."""
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return repr(x)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8, ``\\n`` line endings) to ``path`` atomically.
+
+    The text goes to a temporary file in the same directory, is flushed to disk,
+    and then replaces ``path`` with ``os.replace``: readers see either the old
+    file or the complete new one, never a partial write.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,316 @@
+"""Command line of the trace tools: ``python -m specstop_gym.traces COMMAND ...``.
+
+Commands::
+
+    convert INPUT OUTPUT --format ping|fping|csv|delay [options]   import a measurement log
+    summary TRACE [--plot out.png] [--json]                         statistics (+ plot) of a trace
+    fit TRACE [--states 2] --out channel.json                       fit a Markov channel
+    verify [--root DIR]                                             check the shipped data's checksums
+    manifest [--root DIR]                                           rebuild MANIFEST.json from the files
+
+Exit codes: 0 success; 1 ``verify`` found a missing or modified file; 2 a user
+error (bad option, unreadable or malformed file: the message names the file
+and line). No tracebacks for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .acceptance import load_acceptance_trace
+from .delay import DelayTrace, load_delay_trace, write_delay_trace
+from .errors import ManifestError, TraceFormatError
+from .fit import DEFAULT_SMOOTH_MS, fit_markov_channel, write_channel_json
+from .importers import import_csv_columns, import_fping, import_ping
+from .manifest import verify_manifest, write_manifest
+from .summary import (
+    DEFAULT_MIN_REL_SHIFT,
+    DEFAULT_MIN_SHIFT_MS,
+    DEFAULT_MIN_Z,
+    DEFAULT_WINDOW_MS,
+    plot_delay_trace,
+    summarize_delay_trace,
+)
+
+FORMATS = ("ping", "fping", "csv", "delay")
+
+
+class UsageError(Exception):
+    """A command-line mistake reported as ``error: ...`` with exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m specstop_gym.traces",
+        description="Read, convert, summarise and fit delay and acceptance traces.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser(
+        "convert", help="import a measurement log into a delay trace CSV (t_ms,rtt_ms)"
+    )
+    c.add_argument("input", help="the measurement log or CSV to read")
+    c.add_argument("output", help="the delay trace CSV to write (atomically)")
+    c.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="ping: iputils ping output (-D optional); fping: fping per-probe output; "
+        "csv: any CSV with named columns; delay: re-validate and rewrite a delay trace",
+    )
+    c.add_argument("--time-column", help="csv: header of the time column")
+    c.add_argument("--rtt-column", help="csv: header of the rtt column")
+    c.add_argument(
+        "--time-unit", default="ms", choices=("ms", "s", "us"), help="csv: unit of the time column"
+    )
+    c.add_argument(
+        "--rtt-unit", default="ms", choices=("ms", "s", "us"), help="csv: unit of the rtt column"
+    )
+    c.add_argument("--state-column", help="csv: header of an integer channel-state column")
+    c.add_argument("--delimiter", default=",", help="csv: field separator (default ',')")
+    c.add_argument(
+        "--drop-missing", action="store_true", help="csv: drop rows with an empty/NA rtt"
+    )
+    c.add_argument(
+        "--interval-ms",
+        type=float,
+        help="ping/fping without -D: probe interval in ms (default: stated in the log, else 1000)",
+    )
+    c.add_argument("--host", help="fping: the target to keep when the log covers several")
+    c.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata line to add to the output header (repeatable), e.g. --meta 'licence=CC BY 4.0'",
+    )
+
+    s = sub.add_parser(
+        "summary", help="statistics of a delay trace (.csv) or acceptance trace (.jsonl)"
+    )
+    s.add_argument("trace")
+    s.add_argument("--plot", metavar="OUT_PNG", help="delay traces: write a plot of rtt over time")
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    s.add_argument(
+        "--window-ms", type=float, default=DEFAULT_WINDOW_MS, help="change-point window W, ms"
+    )
+    s.add_argument(
+        "--min-shift-ms",
+        type=float,
+        default=DEFAULT_MIN_SHIFT_MS,
+        help="smallest reported shift, ms",
+    )
+    s.add_argument(
+        "--min-rel-shift",
+        type=float,
+        default=DEFAULT_MIN_REL_SHIFT,
+        help="smallest reported shift relative to the lower level",
+    )
+    s.add_argument(
+        "--min-z",
+        type=float,
+        default=DEFAULT_MIN_Z,
+        help="smallest reported shift in standard errors of the difference of medians",
+    )
+    s.add_argument(
+        "--max-draft",
+        type=int,
+        help="acceptance traces: positions of the survival estimate "
+        "(default: the largest recorded draft length)",
+    )
+
+    f = sub.add_parser("fit", help="fit a Markov-modulated channel to a delay trace")
+    f.add_argument("trace")
+    f.add_argument("--states", type=int, default=2, help="number of channel states (default 2)")
+    f.add_argument(
+        "--smooth-ms", type=float, default=DEFAULT_SMOOTH_MS, help="rolling-median window, ms"
+    )
+    f.add_argument("--out", required=True, help="channel JSON to write")
+
+    v = sub.add_parser("verify", help="verify the shipped data files against MANIFEST.json")
+    v.add_argument("--root", help="data folder to verify (default: the shipped data)")
+
+    m = sub.add_parser("manifest", help="rebuild MANIFEST.json from the data files' headers")
+    m.add_argument("--root", help="data folder (default: the repository's traces/)")
+    return p
+
+
+def _meta_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _convert(a: argparse.Namespace) -> int:
+    n_lost: int | None = None
+    if a.format == "ping":
+        trace, n_lost = import_ping(a.input, interval_ms=a.interval_ms)
+    elif a.format == "fping":
+        trace, n_lost = import_fping(a.input, host=a.host, period_ms=a.interval_ms)
+    elif a.format == "csv":
+        if not a.time_column or not a.rtt_column:
+            raise UsageError("--format csv needs --time-column and --rtt-column")
+        delim = "\t" if a.delimiter in ("\\t", "tab") else a.delimiter
+        trace = import_csv_columns(
+            a.input,
+            a.time_column,
+            a.rtt_column,
+            a.time_unit,
+            a.rtt_unit,
+            delimiter=delim,
+            state_column=a.state_column,
+            drop_missing=a.drop_missing,
+        )
+    else:
+        trace = load_delay_trace(a.input)
+    extra = _meta_pairs(a.meta)
+    if extra:
+        trace = DelayTrace(
+            trace.t_ms, trace.rtt_ms, trace.state, {**trace.metadata, **extra}, trace.path
+        )
+    try:
+        write_delay_trace(a.output, trace)
+    except ValueError as exc:
+        raise UsageError(f"{a.output}: {exc}") from None
+    lost = f", {n_lost} lost probes dropped" if n_lost is not None else ""
+    print(f"{a.output}: {trace.n_rows} samples over {trace.duration_ms / 1000:.1f} s{lost}")
+    return 0
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _summary(a: argparse.Namespace) -> int:
+    if a.trace.endswith(".jsonl"):
+        acc = load_acceptance_trace(a.trace)
+        k = a.max_draft or acc.max_draft_length
+        if k < 1:
+            raise UsageError("--max-draft must be >= 1")
+        surv = acc.empirical_survival(k)
+        out: dict[str, Any] = {
+            "rounds": acc.n_rounds,
+            "censored_fraction": float(acc.censored.mean()),
+            "mean_run_length": float(acc.run_length.mean()),
+            "mean_draft_length": float(acc.draft_length.mean()),
+            "survival_km": [float(x) for x in surv],
+            "has_confidences": acc.confidences is not None,
+            "metadata": acc.metadata,
+        }
+        if a.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(
+                f"{a.trace}: {out['rounds']} rounds, {100 * out['censored_fraction']:.1f}% censored, "
+                f"mean run length {out['mean_run_length']:.3f}, mean draft length {out['mean_draft_length']:.2f}"
+            )
+            print("Kaplan-Meier survival S_1..S_K: " + " ".join(f"{x:.4f}" for x in surv))
+        return 0
+    trace = load_delay_trace(a.trace)
+    summ = summarize_delay_trace(
+        trace,
+        window_ms=a.window_ms,
+        min_shift_ms=a.min_shift_ms,
+        min_rel_shift=a.min_rel_shift,
+        min_z=a.min_z,
+    )
+    if a.plot:
+        plot_delay_trace(trace, a.plot, summary=summ)
+    if a.json:
+        print(json.dumps(_jsonable(summ), indent=2))
+    else:
+        lost = "unknown" if summ["losses"] is None else str(summ["losses"])
+        print(
+            f"{a.trace}: {summ['rows']} samples over {summ['duration_s']:.1f} s "
+            f"(median spacing {summ['sample_interval_median_ms'] or 0:.1f} ms), losses {lost}"
+        )
+        print(
+            f"rtt ms: min {summ['rtt_min_ms']:g}, median {summ['rtt_median_ms']:g}, "
+            f"p95 {summ['rtt_p95_ms']:.4g}, max {summ['rtt_max_ms']:g}, mean {summ['rtt_mean_ms']:.4g}"
+        )
+        print(f"regime changes ({len(summ['regime_changes'])}):")
+        for t, before, after in summ["regime_changes"]:
+            print(f"  t = {t / 1000:.2f} s: {before:g} -> {after:g} ms")
+        if a.plot:
+            print(f"plot written to {a.plot}")
+    return 0
+
+
+def _fit(a: argparse.Namespace) -> int:
+    trace = load_delay_trace(a.trace)
+    try:
+        fit = fit_markov_channel(trace, a.states, smooth_ms=a.smooth_ms)
+    except ValueError as exc:
+        raise UsageError(f"{a.trace}: {exc}") from None
+    write_channel_json(a.out, fit)
+    print(
+        f"{a.out}: {a.states} states, rtt mean ms {[round(x, 2) for x in fit['rtt_mean_ms']]}, "
+        f"generator per ms {fit['generator_per_ms']}"
+    )
+    return 0
+
+
+def _verify(a: argparse.Namespace) -> int:
+    try:
+        entries = verify_manifest(a.root)
+    except ManifestError as exc:
+        print(f"verify failed: {exc}", file=sys.stderr)
+        return 1
+    for e in entries:
+        print(f"ok  {e['path']}  ({e['kind']}, {e['rows']} rows, {e['licence']})")
+    print(f"{len(entries)} files verified")
+    return 0
+
+
+def _manifest(a: argparse.Namespace) -> int:
+    print(f"{write_manifest(a.root)} written")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    args = _parser().parse_args(argv)
+    handler = {
+        "convert": _convert,
+        "summary": _summary,
+        "fit": _fit,
+        "verify": _verify,
+        "manifest": _manifest,
+    }[args.command]
+    try:
+        return handler(args)
+    except BrokenPipeError:  # output piped into e.g. head: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
+    except TraceFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except FileNotFoundError as exc:
+        print(f"error: {exc.filename or exc}: no such file or directory", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

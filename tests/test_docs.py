@@ -1,0 +1,31 @@
+"""The documentation a newcomer reads stays true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from specstop_gym.scenarios import scenarios_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_scenarios_doc_is_current() -> None:
+    doc = (ROOT / "docs" / "scenarios.md").read_text()
+    assert doc == scenarios_markdown(), "regenerate: python -m specstop_gym.scenarios > docs/scenarios.md"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = "python -m pytest -q"
+    assert test_cmd in readme and test_cmd in ci
+    # the install line of the README is what CI installs too
+    assert 'pip install "torch==2.13.0"' in readme and '"torch==2.13.0"' in ci
+    assert '-e ".[all]"' in readme and '-e ".[all]"' in ci
+
+
+def test_readme_links_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(r"\]\(([^)#:]+)\)", readme):
+        assert (ROOT / link).exists(), f"README links to missing {link}"
