@@ -1,0 +1,42 @@
+"""Agents (policies) of specstop-gym: one protocol (:mod:`agents.base`), one file per agent,
+a name registry (:mod:`agents.registry`). See docs/agents.md."""
+
+from .base import Agent, RoundContext, RoundFeedback, TokenContext, validate_k
+from .contextual_ucb import ContextualUCB
+from .heuristic import HeuristicSchedule
+from .naive_ucb import NaiveUCB
+from .oracle_agent import OracleAgent
+from .registry import (
+    AGENTS,
+    RUNNER_NAMES,
+    agent_names,
+    make_agent,
+    parse_agent_spec,
+    register_agent,
+)
+from .specdec_pp import SpecDecPP
+from .static_k import StaticK
+from .ucb_specstop import CensoredAcceptance, UCBSpecStop, batch_optimal_k
+
+__all__ = [
+    "AGENTS",
+    "RUNNER_NAMES",
+    "Agent",
+    "CensoredAcceptance",
+    "ContextualUCB",
+    "HeuristicSchedule",
+    "NaiveUCB",
+    "OracleAgent",
+    "RoundContext",
+    "RoundFeedback",
+    "SpecDecPP",
+    "StaticK",
+    "TokenContext",
+    "UCBSpecStop",
+    "agent_names",
+    "batch_optimal_k",
+    "make_agent",
+    "parse_agent_spec",
+    "register_agent",
+    "validate_k",
+]

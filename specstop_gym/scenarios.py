@@ -74,15 +74,15 @@ def _drift() -> ScenarioConfig:
     return ScenarioConfig(
         name="drift",
         description=("A good pair (geometric alpha = 0.7) under a drifting mean rtt: 40 ms and 400 ms "
-                     "alternating every 60 s (steps), lognormal jitter cv 0.1"),
+                     "alternating every 20 s (steps), lognormal jitter cv 0.1"),
         sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY,
                  "alpha = 0.7: per-position acceptance 0.64-0.79 of EAGLE arXiv 2401.15077 Table 2",
                  "levels 40 ms / 400 ms: the medians of a good terrestrial path and of a loaded "
                  "satellite/cellular path (../shared/traces: 5G n78 16 ms, Starlink ISL 151 ms with "
                  "stalls to 388 ms); the schedule itself is synthetic"),
         draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.7,
-        channel="drift", drift_schedule=((0.0, 40.0), (60000.0, 400.0)), drift_mode="step",
-        drift_period_ms=120000.0, drift_cv=0.1, max_draft=12, n_tokens=256, requests_per_episode=4,
+        channel="drift", drift_schedule=((0.0, 40.0), (20000.0, 400.0)), drift_mode="step",
+        drift_period_ms=40000.0, drift_cv=0.1, max_draft=12, n_tokens=256, requests_per_episode=4,
     )
 
 

@@ -1,0 +1,121 @@
+"""Agent names -> classes, and agent specs such as ``"static-k:k=4"`` -> instances.
+
+Special names the evaluation runner handles itself (not online agents, so
+:func:`make_agent` does not build them):
+
+* ``best-fixed-k``: runs ``static-k`` for every ``k`` on the same random streams
+  and keeps the best in hindsight (:func:`specstop_gym.oracle.best_fixed_k`);
+* ``sb3:PATH``: a trained Stable-Baselines3 policy loaded from ``PATH``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstop_gym.core.config import ScenarioConfig
+
+from .base import Agent
+from .contextual_ucb import ContextualUCB
+from .heuristic import HeuristicSchedule
+from .naive_ucb import NaiveUCB
+from .oracle_agent import OracleAgent
+from .specdec_pp import SpecDecPP
+from .static_k import StaticK
+from .ucb_specstop import UCBSpecStop
+
+__all__ = ["AGENTS", "RUNNER_NAMES", "agent_names", "make_agent", "parse_agent_spec", "register_agent"]
+
+AGENTS: dict[str, type[Agent]] = {
+    cls.name: cls
+    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, OracleAgent)
+}
+"""Every online agent by its ``name``."""
+
+RUNNER_NAMES = ("best-fixed-k", "sb3:PATH")
+"""Names the evaluation runner resolves itself (see the module docstring)."""
+
+
+def agent_names() -> list[str]:
+    """Names of the registered agents, in registration order."""
+    return list(AGENTS)
+
+
+def register_agent(cls: type[Agent]) -> type[Agent]:
+    """Add an agent class under its ``name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ValueError(f"register_agent needs an Agent subclass, got {cls!r}")
+    if cls.name in AGENTS and AGENTS[cls.name] is not cls:
+        raise ValueError(f"an agent named {cls.name!r} is already registered ({AGENTS[cls.name].__qualname__})")
+    AGENTS[cls.name] = cls
+    return cls
+
+
+def _valid_names() -> str:
+    return (f"valid agents: {', '.join(AGENTS)}; the evaluation runner also accepts "
+            f"{' and '.join(RUNNER_NAMES)}")
+
+
+def _parse_value(text: str) -> Any:
+    """int, float, bool (true/false), None (none/null), else the string itself."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
+def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` -> ``(name, {key: value})``.
+
+    Values are parsed as int, float, bool (``true``/``false``), None
+    (``none``/``null``) or left as strings. ``"static-k:k=4,foo=0.5"`` gives
+    ``("static-k", {"k": 4, "foo": 0.5})``. The name is not checked here (see
+    :func:`make_agent`); a malformed spec raises ValueError.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"agent spec must be a non-empty string 'name[:key=value,...]', got {spec!r}")
+    name, sep, rest = spec.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"agent spec {spec!r} has no agent name")
+    params: dict[str, Any] = {}
+    if sep and rest.strip():
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip()
+            if not eq or not key or not key.isidentifier():
+                raise ValueError(f"agent spec {spec!r}: parameter {item.strip()!r} is not of the form key=value")
+            if key in params:
+                raise ValueError(f"agent spec {spec!r}: parameter {key!r} given twice")
+            params[key] = _parse_value(value)
+    return name, params
+
+
+def make_agent(spec_or_name: str, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
+               **params: Any) -> Agent:
+    """Build an agent from a name or spec (``"ucb-specstop:beta=0.5"``) for ``scenario``.
+
+    Keyword ``params`` are merged over the spec's (keywords win). Unknown names
+    raise ValueError listing the valid ones; ``best-fixed-k`` and ``sb3:PATH``
+    raise ValueError too (the evaluation runner builds them); bad parameters raise
+    the agent's ValueError naming the parameter.
+    """
+    if isinstance(spec_or_name, str) and spec_or_name.strip().startswith("sb3:"):
+        raise ValueError(f"{spec_or_name!r} is a trained SB3 policy, which the evaluation runner loads "
+                         f"itself; make_agent builds online agents only ({_valid_names()})")
+    name, spec_params = parse_agent_spec(spec_or_name)
+    if name == "best-fixed-k":
+        raise ValueError("best-fixed-k is not an online agent: the evaluation runner runs static-k for "
+                         f"every k on the same draws and keeps the best in hindsight ({_valid_names()})")
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; {_valid_names()}")
+    return AGENTS[name](scenario, n_runs=n_runs, seed=seed, **{**spec_params, **params})

@@ -1,0 +1,1 @@
+"""Training RL agents with Stable-Baselines3."""
