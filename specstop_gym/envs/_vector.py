@@ -1,13 +1,30 @@
 """Native vector face shared by both levels: N rows of the core stepped in one batched call.
 
-Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``): ``NEXT_STEP``
-(default; the step after an episode ends resets that row, ignoring its action,
-with reward 0) or ``SAME_STEP`` (the row is reset in the same step; the final
-observation and info are in ``info["final_obs"]`` / ``info["final_info"]``).
-Infos follow Gymnasium's vector convention (arrays with ``_key`` masks), built
-so that they equal what ``SyncVectorEnv`` over the single environments returns;
-row ``i`` seeded with ``seed + i`` reproduces a single environment seeded
-``seed + i`` step for step (tests/test_vector_env.py).
+Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``):
+
+* ``NEXT_STEP`` (default): the step after an episode ended resets that row; its
+  action is ignored, its reward is 0, terminated/truncated are False and its info
+  is the reset info.
+* ``SAME_STEP``: the row is reset in the step that ends it; the returned
+  observation is the new episode's first one, the final observation and info are
+  in ``info["final_obs"]`` (object array) and ``info["final_info"]`` (vector info),
+  and the row's other info entries are the reset info.
+
+Infos follow Gymnasium's vector convention (arrays with ``_key`` masks) and equal
+what :class:`gymnasium.vector.SyncVectorEnv` over the single environments returns
+(keys, masks, values and dtypes). ``max_episode_steps`` truncates like
+:class:`gymnasium.wrappers.TimeLimit` (``truncated`` is set when the step count
+reaches the limit, also on the step that terminates).
+
+Seeding: each row owns a generator, seeded like ``SyncVectorEnv`` seeds its
+environments (``reset(seed=s)``: row ``i`` gets ``s + i``; a list gives one seed
+per row, ``None`` entries keep the row's generator). Every episode key of row
+``i`` is drawn from that generator exactly as a single environment draws it from
+its ``np_random``, so row ``i`` reproduces a single environment seeded ``s + i``
+episode after episode (tests/test_vector_env.py). The keys are drawn ``_KEY_BLOCK``
+at a time per row (numpy's bounded 64-bit draws give the same sequence in one call
+of size ``n`` as in ``n`` calls of size 1), so that autoresets at large N do not
+pay a Python call per reset row.
 """
 
 from __future__ import annotations
@@ -16,20 +33,34 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from ..core.config import ScenarioConfig
 from ..core.simulator import RoundResult
-from ._face import (ROUND_FIELDS, RewardModel, build_simulator, new_row_keys, observation_fields,
-                    observation_space, resolve_config, row_generators)
+from ._face import (
+    ROUND_FIELDS,
+    RewardModel,
+    build_simulator,
+    check_seed,
+    episode_keys,
+    observation_fields,
+    observation_space,
+    resolve_config,
+)
+
+_EMPTY = np.zeros(0, np.int64)
 
 
-def _masked(n: int, rows: np.ndarray, values: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.zeros(n, dtype=dtype)
-    arr[rows] = values
+def _put(n: int, rows: np.ndarray, values: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A length-n info array holding ``values`` at ``rows`` (0 elsewhere) and its mask."""
+    if len(rows) == n and isinstance(values, np.ndarray):  # every row (rows are sorted and unique)
+        return values.astype(dtype), np.ones(n, bool)
     mask = np.zeros(n, bool)
     mask[rows] = True
+    arr = np.zeros((n,) + np.shape(values)[1:], dtype=dtype)
+    arr[rows] = values
     return arr, mask
 
 
@@ -37,6 +68,8 @@ class VectorFace(VectorEnv):
     """Common machinery of the native vector environments of both levels."""
 
     token_level = True
+    _KEY_BLOCK = 64
+    """Episode keys drawn per row generator at once (see the module docstring)."""
 
     def __init__(self, num_envs: int = 1, scenario: str | ScenarioConfig | None = None,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
@@ -50,15 +83,17 @@ class VectorFace(VectorEnv):
             raise ValueError(f"autoreset_mode must be NextStep or SameStep, got {autoreset_mode!r}") from None
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode Disabled is not supported; use NextStep or SameStep")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+        if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
+                                              or not isinstance(max_episode_steps, (int, np.integer))
+                                              or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}")
         if render_mode is not None:
-            raise ValueError("the vector environments do not render")
+            raise ValueError(f"the vector environments do not render; render_mode must be None, got {render_mode!r}")
         self.num_envs = int(num_envs)
         self.autoreset_mode = mode
         self.metadata = {"autoreset_mode": mode, "render_modes": []}
         self.render_mode = None
-        self.max_episode_steps = max_episode_steps
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.config = resolve_config(scenario, overrides)
         self.sim = build_simulator(self.config, batch_size=self.num_envs)
         self.single_observation_space = observation_space(self.sim)
@@ -67,172 +102,235 @@ class VectorFace(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.reward_model = RewardModel(self.config, self.sim)
         self.observation_fields = observation_fields(self.sim)
-        self._gens = row_generators(None, self.num_envs)
-        self._autoreset = np.zeros(self.num_envs, bool)
-        self._steps = np.zeros(self.num_envs, np.int64)
+        n = self.num_envs
+        self._gens: list[np.random.Generator | None] = [None] * n
+        self._key_buf = np.zeros((n, self._KEY_BLOCK), np.uint64)
+        self._key_pos = np.full(n, self._KEY_BLOCK, np.int64)
+        self._autoreset = np.zeros(n, bool)
+        self._steps = np.zeros(n, np.int64)
         self._started = False
-        self._all = np.arange(self.num_envs)
+        self._all = np.arange(n)
+        self._n_actions = int(self.single_action_space.n)
+        self._true4 = np.ones((4, n), bool)
 
     # -------------------------------------------------------------- protocol
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        """Reset all rows (or the rows of ``options["reset_mask"]``); returns (obs, info).
+
+        ``seed``: ``None`` (keep each row's generator; fresh random ones at the first
+        reset), an int ``s`` (row ``i`` seeded ``s + i``) or a list of per-row seeds.
+        """
         mask = None if options is None else options.get("reset_mask")
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
                 raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
-                                 "with at least one True")
+                                 f"with at least one True, got {options['reset_mask']!r}")
+            if not self._started and not mask.all():
+                raise ValueError("the first reset must reset every row (no partial options['reset_mask'])")
             rows = self._all[mask]
         else:
             rows = self._all
-        if seed is not None or not self._started:
-            gens = row_generators(seed, self.num_envs)
-            for i in rows:
-                self._gens[i] = gens[i]
-        if seed is not None:
-            from gymnasium.utils import seeding
-
-            self._np_random, self._np_random_seed = seeding.np_random(seed if isinstance(seed, int) else None)
+        self._seed_rows(seed, rows)
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
         self._started = True
         self._reset_rows(rows)
-        return self.sim.observe(self.token_level), self._base_info(rows)
-
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        self.sim.reset_rows(rows, new_row_keys(self._gens, rows))
-        self._autoreset[rows] = False
-        self._steps[rows] = 0
+        base_rows = None if mask is None else rows
+        return self.sim.observe(self.token_level), self._info(base_rows, None, _EMPTY, _EMPTY)
 
     def step(self, actions: Any):
+        """Step every row (rows due for a NextStep autoreset are reset instead)."""
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        actions = self._validate_actions(actions)
+        a = self._validate_actions(actions)
         n = self.num_envs
-        rewards = np.zeros(n)
-        terminated = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
+        sim = self.sim
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
-        resetting = self._all[self._autoreset] if next_step else self._all[:0]
-        if len(resetting):
+        resetting = active = None  # None: every row is stepped
+        if next_step and self._autoreset.any():
+            resetting = np.flatnonzero(self._autoreset)
+            active = np.flatnonzero(~self._autoreset)
             self._reset_rows(resetting)
-        active = self._all[~self._autoreset] if next_step and len(resetting) else self._all
-        forced = None
-        if self.token_level:
-            step_ms, result, forced_rows = self.sim.step_token(actions[active], active)
-            forced = active[forced_rows]
+            a = a[active]
+        result: RoundResult | None = None
+        forced = _EMPTY
+        if active is None:
+            if self.token_level:
+                step_ms, result, forced_rows = sim.step_token(a)
+                if forced_rows.any():
+                    forced = np.flatnonzero(forced_rows)
+            else:
+                result = sim.step_round(a + 1)
+                step_ms = result.round_ms
+            self._steps += 1
         else:
-            result = self.sim.step_round(actions[active] + 1, active)
-            step_ms = result.round_ms
-        tokens = np.zeros(len(active), np.int64)
-        if result is not None:
-            tokens[np.searchsorted(active, result.rows)] = result.tokens
-        rewards[active] = self.reward_model(step_ms, tokens)
-        self._steps[active] += 1
-        terminated[active] = self.sim.done[active]
-        if self.max_episode_steps is not None:
-            truncated[active] = (self._steps[active] >= self.max_episode_steps) & ~terminated[active]
-        ended = self._all[terminated | truncated]
-        info = self._step_info(active, result, forced, ended, terminated)
-        obs = self.sim.observe(self.token_level)
-        if next_step:
-            self._autoreset = terminated | truncated
-        elif len(ended):
-            final_obs = np.full(n, None, dtype=object)
-            for i in ended:
-                final_obs[i] = obs[i].copy()
-            final_info = self._subset_info(info, ended)
-            self._reset_rows(ended)
-            obs = self.sim.observe(self.token_level)
-            for key in ("round", "_round", "forced_stop", "_forced_stop", "per_token_latency_ms",
-                        "_per_token_latency_ms", "episode_time_ms", "_episode_time_ms", "episode_tokens",
-                        "_episode_tokens"):
-                if key in info:
-                    self._drop_rows(info, key, ended)
-            info.update(self._base_info(self._all))
-            info["final_obs"], info["_final_obs"] = final_obs, _masked(n, ended, True, bool)[1]
-            info["final_info"], info["_final_info"] = final_info, _masked(n, ended, True, bool)[1]
+            step_ms = np.zeros(n)
+            if len(active):
+                if self.token_level:
+                    ms, result, forced_rows = sim.step_token(a, active)
+                    forced = active[forced_rows]
+                else:
+                    result = sim.step_round(a + 1, active)
+                    ms = result.round_ms
+                step_ms[active] = ms
+                self._steps[active] += 1
+        if result is not None and not len(result.rows):
+            result = None
+        if result is None:
+            tokens = np.zeros(n, np.int64)
+        elif len(result.rows) == n:
+            tokens = result.tokens
+        else:
+            tokens = np.zeros(n, np.int64)
+            tokens[result.rows] = result.tokens
+        rewards = np.asarray(self.reward_model(step_ms, tokens), dtype=np.float64)
+        if resetting is not None:
+            rewards[resetting] = 0.0
+        terminated = sim.done.copy()
+        if self.max_episode_steps is None:
+            truncated = np.zeros(n, bool)
+            ended_mask = terminated.copy()
+        else:
+            truncated = self._steps >= self.max_episode_steps
+            ended_mask = terminated | truncated
+        obs = sim.observe(self.token_level)
+        done_rows = np.flatnonzero(terminated) if terminated.any() else _EMPTY
+        if next_step or not ended_mask.any():
+            info = self._info(None, result, forced, done_rows)
+            if next_step:
+                self._autoreset = ended_mask
+            return obs, rewards, terminated, truncated, info
+        # SAME_STEP with finished rows: final obs/info of those rows, then reset them
+        ended = np.flatnonzero(ended_mask)
+        final_rows = obs[ended]
+        final_obs = np.full(n, None, dtype=object)
+        for j, i in enumerate(ended.tolist()):
+            final_obs[i] = final_rows[j]
+        final_info = self._info(ended, result, forced, done_rows, keep=ended_mask)
+        self._reset_rows(ended)
+        obs = sim.observe(self.token_level)
+        info = self._info(None, result, forced, _EMPTY, keep=~ended_mask)
+        info["final_obs"], info["_final_obs"] = final_obs, ended_mask
+        info["final_info"], info["_final_info"] = final_info, ended_mask.copy()
         return obs, rewards, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions per row, shape (N, n_actions): token level [draft, stop], round level all k."""
+        if self.token_level:
+            return self.sim.action_masks()
+        return np.ones((self.num_envs, self._n_actions), bool)
+
+    # --------------------------------------------------------------- seeding
+    def _seed_rows(self, seed: Any, rows: np.ndarray) -> None:
+        """Replace the generators of ``rows`` as Gymnasium's SyncVectorEnv seeds its environments."""
+        n = self.num_envs
+        if seed is None:
+            seeds: list[Any] = [None] * n
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            check_seed(seed)
+            seeds = [int(seed) + i for i in range(n)]
+        elif isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != n:
+                raise ValueError(f"a seed list must have num_envs = {n} entries, got {len(seed)}")
+            for s in seed:
+                check_seed(s)
+            seeds = list(seed)
+        else:
+            raise ValueError(f"seed must be None, a non-negative integer or a list of {n} of them, got {seed!r}")
+        for i in rows:
+            s = seeds[i]
+            if s is None and self._gens[i] is not None:
+                continue  # like a single env reset with seed=None: keep the generator
+            self._gens[i] = seeding.np_random(None if s is None else int(s))[0]
+            self._key_pos[i] = self._KEY_BLOCK  # buffered keys belong to the old generator
+
+    def _take_keys(self, rows: np.ndarray) -> np.ndarray:
+        """The next episode key of each row, from that row's generator (buffered in blocks)."""
+        block = self._KEY_BLOCK
+        empty = rows[self._key_pos[rows] >= block]
+        for i in empty:  # one Python call per row every `block` episodes
+            self._key_buf[i] = episode_keys(self._gens[i], block)
+        self._key_pos[empty] = 0
+        pos = self._key_pos[rows]
+        self._key_pos[rows] = pos + 1
+        return self._key_buf[rows, pos]
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self.sim.reset_rows(rows, self._take_keys(rows))
+        self._autoreset[rows] = False
+        self._steps[rows] = 0
 
     # ------------------------------------------------------------------ infos
     def _validate_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
-        n_actions = self.single_action_space.n
-        if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer) or (a < 0).any() or (a >= n_actions).any():
+        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= self._n_actions:
+            what = ("0 (draft another) or 1 (stop and send)" if self.token_level
+                    else f"0..{self._n_actions - 1} (k - 1)")
             raise ValueError(f"invalid actions {actions!r}: need an integer array of shape ({self.num_envs},) "
-                             f"with values in 0..{n_actions - 1}")
-        return a.astype(np.int64)
+                             f"with values {what}")
+        return a.astype(np.int64, copy=False)
 
-    def _base_info(self, rows: np.ndarray) -> dict[str, Any]:
+    def _info(self, base_rows: np.ndarray | None, result: RoundResult | None, forced: np.ndarray,
+              done_rows: np.ndarray, keep: np.ndarray | None = None) -> dict[str, Any]:
+        """Vector info as SyncVectorEnv builds it from the single environments' infos.
+
+        ``base_rows`` (None: all) get the per-step entries (from the simulator's current
+        state); the finished rounds of ``result``, the ``forced`` stops and the episode
+        totals of ``done_rows`` are included for rows where ``keep`` (length N, default
+        all) holds.
+        """
         n = self.num_envs
+        sim = self.sim
         info: dict[str, Any] = {}
-        info["channel_state"], info["_channel_state"] = _masked(n, rows, self.sim.csi[rows], np.int64)
-        info["time_ms"], info["_time_ms"] = _masked(n, rows, self.sim.t_ms[rows], np.float64)
-        info["tokens_left"], info["_tokens_left"] = _masked(n, rows, self.sim.tokens_left[rows], np.int64)
-        if self.token_level:
-            am = np.zeros((n, 2), bool)
-            am[rows] = self.sim.action_masks()[rows]
-            info["action_mask"], info["_action_mask"] = am, _masked(n, rows, True, bool)[1]
-        return info
-
-    def _step_info(self, active: np.ndarray, result: RoundResult | None, forced: np.ndarray | None,
-                   ended: np.ndarray, terminated: np.ndarray) -> dict[str, Any]:
-        n = self.num_envs
-        info = self._base_info(active)
-        if result is not None:
-            r = result.rows
-            rnd: dict[str, Any] = {}
-            values = (result.k, result.accepted, result.tokens, result.round_ms, result.rtt_ms, result.state)
-            for name, val in zip(ROUND_FIELDS, values):
-                dtype = np.float64 if name in ("round_ms", "rtt_ms") else np.int64
-                rnd[name], rnd["_" + name] = _masked(n, r, val, dtype)
-            info["round"], info["_round"] = rnd, _masked(n, r, True, bool)[1]
-        if forced is not None and len(forced):
-            info["forced_stop"], info["_forced_stop"] = _masked(n, forced, True, bool)
-        done = ended[terminated[ended]]
-        if len(done):
-            info["per_token_latency_ms"], info["_per_token_latency_ms"] = _masked(
-                n, done, self.sim.per_token_latency_ms()[done], np.float64)
-            info["episode_time_ms"], info["_episode_time_ms"] = _masked(n, done, self.sim.episode_time_ms[done], np.float64)
-            info["episode_tokens"], info["_episode_tokens"] = _masked(n, done, self.sim.episode_tokens[done], np.int64)
-        return info
-
-    @staticmethod
-    def _subset_info(info: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
-        """The part of a vector info that belongs to ``rows`` (same shapes, masks restricted)."""
-        out: dict[str, Any] = {}
-        for key, val in info.items():
-            if key.startswith("_"):
-                continue
-            mask = info["_" + key] & np.isin(np.arange(len(info["_" + key])), rows)
-            if not mask.any():
-                continue
-            if isinstance(val, dict):
-                sub = VectorFace._subset_info(val, rows)
-                out[key], out["_" + key] = sub, mask
-            else:
-                arr = np.zeros_like(val)
-                arr[mask] = val[mask]
-                out[key], out["_" + key] = arr, mask
-        return out
-
-    @staticmethod
-    def _drop_rows(info: dict[str, Any], key: str, rows: np.ndarray) -> None:
-        """Remove ``rows`` from one entry of a vector info (and the entry if no row is left)."""
-        if key.startswith("_"):
-            return
-        mask = info["_" + key].copy()
-        mask[rows] = False
-        if not mask.any():
-            del info[key], info["_" + key]
-            return
-        val = info[key]
-        if isinstance(val, dict):
-            for sub in [k for k in val if not k.startswith("_")]:
-                VectorFace._drop_rows(val, sub, rows)
+        if base_rows is None:
+            masks = self._true4.copy()  # one allocation; each entry gets its own row
+            info["channel_state"], info["_channel_state"] = sim.csi.astype(np.int64), masks[0]
+            info["time_ms"], info["_time_ms"] = sim.t_ms.astype(np.float64), masks[1]
+            info["tokens_left"], info["_tokens_left"] = sim.tokens_left.astype(np.int64), masks[2]
+            if self.token_level:
+                info["action_mask"], info["_action_mask"] = sim.action_masks(), masks[3]
         else:
-            val[rows] = 0
-        info["_" + key] = mask
-
-    def action_masks(self) -> np.ndarray:
-        """Valid actions per row (for MaskablePPO adapters)."""
-        if self.token_level:
-            return self.sim.action_masks()
-        return np.ones((self.num_envs, self.config.max_draft), bool)
+            r = base_rows
+            info["channel_state"], info["_channel_state"] = _put(n, r, sim.csi[r], np.int64)
+            info["time_ms"], info["_time_ms"] = _put(n, r, sim.t_ms[r], np.float64)
+            info["tokens_left"], info["_tokens_left"] = _put(n, r, sim.tokens_left[r], np.int64)
+            if self.token_level:
+                info["action_mask"], info["_action_mask"] = _put(n, r, sim.action_masks()[r], bool)
+        if result is not None:
+            rows = result.rows
+            sel = None
+            if keep is not None:
+                sel = keep[rows]
+                if sel.all():
+                    sel = None
+                else:
+                    rows = rows[sel]
+            if len(rows):
+                ints = np.zeros((4, n), np.int64)
+                floats = np.zeros((2, n), np.float64)
+                masks = np.zeros((7, n), bool)
+                int_vals = (result.k, result.accepted, result.tokens, result.state)
+                float_vals = (result.round_ms, result.rtt_ms)
+                if sel is not None:
+                    int_vals = tuple(np.asarray(v)[sel] for v in int_vals)
+                    float_vals = tuple(np.asarray(v)[sel] for v in float_vals)
+                ints[:, rows] = int_vals
+                floats[:, rows] = float_vals
+                masks[:, rows] = True
+                rnd = {"k": ints[0], "accepted": ints[1], "tokens": ints[2], "round_ms": floats[0],
+                       "rtt_ms": floats[1], "channel_state": ints[3]}
+                for j, name in enumerate(ROUND_FIELDS):
+                    rnd["_" + name] = masks[j]
+                info["round"], info["_round"] = rnd, masks[6]
+        if len(forced) and keep is not None:
+            forced = forced[keep[forced]]
+        if len(forced):
+            info["forced_stop"], info["_forced_stop"] = _put(n, forced, True, bool)
+        if len(done_rows):
+            d = done_rows
+            info["per_token_latency_ms"], info["_per_token_latency_ms"] = _put(
+                n, d, sim.per_token_latency_ms()[d], np.float64)
+            info["episode_time_ms"], info["_episode_time_ms"] = _put(n, d, sim.episode_time_ms[d], np.float64)
+            info["episode_tokens"], info["_episode_tokens"] = _put(n, d, sim.episode_tokens[d], np.int64)
+        return info
