@@ -29,3 +29,11 @@ def test_readme_links_exist() -> None:
     readme = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(([^)#:]+)\)", readme):
         assert (ROOT / link).exists(), f"README links to missing {link}"
+
+
+def test_readme_python_examples_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
