@@ -90,6 +90,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .core.channel import stationary_distribution as _core_stationary_distribution
 import scipy.linalg
 
 __all__ = [
@@ -412,17 +414,11 @@ def best_fixed_k(per_k_total_time_ms: Any, per_k_total_tokens: Any) -> tuple[int
 def stationary_distribution(generator_per_ms: Any) -> np.ndarray:
     """Stationary distribution ``pi`` of a CTMC generator: ``pi Q = 0``, ``sum pi = 1``.
 
-    Solved by least squares; for a reducible chain (e.g. ``Q = 0``) the
-    minimum-norm solution is returned (uniform over states for ``Q = 0``).
+    Validates ``Q`` and solves by least squares
+    (:func:`specstop_gym.core.channel.stationary_distribution`); for a reducible
+    chain (e.g. ``Q = 0``) the minimum-norm solution (uniform for ``Q = 0``).
     """
-    q = _as_generator(generator_per_ms)
-    m = q.shape[0]
-    a = np.vstack([q.T, np.ones((1, m))])
-    rhs = np.zeros(m + 1)
-    rhs[-1] = 1.0
-    pi, *_ = np.linalg.lstsq(a, rhs, rcond=None)
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
+    return _core_stationary_distribution(_as_generator(generator_per_ms))
 
 
 @dataclass(frozen=True, eq=False)

@@ -38,6 +38,7 @@ import numpy as np
 
 from ._io import atomic_write_text
 from ._windows import window_medians
+from ..core.channel import stationary_distribution
 from .delay import DelayTrace
 
 DEFAULT_SMOOTH_MS = 1000.0
@@ -81,18 +82,6 @@ def _refine_changes(
         out[split:hi] = b
         prev = split
     return out
-
-
-def stationary_distribution(generator: np.ndarray) -> np.ndarray:
-    """The distribution ``pi`` with ``pi Q = 0`` and ``sum(pi) = 1`` (least squares; unique if Q is irreducible)."""
-    q = np.asarray(generator, dtype=np.float64)
-    m = q.shape[0]
-    a = np.vstack([q.T, np.ones((1, m))])
-    b = np.zeros(m + 1)
-    b[-1] = 1.0
-    pi, *_ = np.linalg.lstsq(a, b, rcond=None)
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
 
 
 def fit_markov_channel(
