@@ -39,6 +39,9 @@ from .config import ScenarioConfig
 RTT_OBS_SCALE_MS = 1000.0
 """Observations show rtt in seconds (rtt_ms / 1000)."""
 
+_ALL_ROWS = slice(None)
+"""Row selector of an operation on every row, in order."""
+
 
 @dataclass
 class RoundResult:
@@ -59,7 +62,25 @@ class RoundResult:
 
 
 class Simulator:
-    """Batched simulator of ``batch_size`` episodes of one scenario (see module docstring)."""
+    """Batched simulator of ``batch_size`` episodes of one scenario (see module docstring).
+
+    Performance notes. A single environment is a batch of one, so the number of
+    numpy calls, not their work, sets its speed; the code therefore keeps calls
+    few and cheap *without* a second code path for small batches:
+
+    * the observation is a persistent buffer that the simulator's own methods
+      update only where something changed (a draft step touches two entries of the
+      stepped rows, a finished round the rows that finished); code that writes the
+      state arrays directly must call :meth:`refresh_observation`;
+    * when every row is stepped, in order, state arrays are addressed by a slice
+      (views) instead of fancy indexing;
+    * values that only depend on small integers (``k * draft_ms``, the censored
+      feedback of ``(k, A)``, ``position / K``, ``tokens_left / n_tokens``) come from
+      tables computed once with the same numpy expressions, so they are the same bits;
+    * constants are 0-d arrays (numpy applies a ufunc to an array and a Python
+      scalar several times slower than to two arrays); rare events (a request
+      ending, a block of acceptance draws running out) take a branch of their own.
+    """
 
     def __init__(self, config: ScenarioConfig, acceptance: AcceptanceProcess, channel: Channel,
                  batch_size: int = 1) -> None:
@@ -70,7 +91,7 @@ class Simulator:
         self.channel = channel
         self.batch_size = b = int(batch_size)
         self.max_draft = k = config.max_draft
-        self.n_states = channel.n_states
+        self.n_states = m = channel.n_states
         self.has_signal = config.confidence_sigma is not None
         self.keys = np.zeros(b, np.uint64)
         self.t_ms = np.zeros(b)
@@ -83,8 +104,11 @@ class Simulator:
         self.q = np.zeros((b, k)) if self.has_signal else None
         self.last_rtt_ms = np.zeros(b)
         self.csi = np.zeros(b, np.int64)
-        self.risk = np.zeros((b, k))
-        self.acc = np.zeros((b, k))
+        # censored-feedback counts: risk (positions observed) and acc (positions accepted) are
+        # the two planes of one array, so that one call updates both
+        self._risk_acc = np.zeros((b, 2, k))
+        self.risk = self._risk_acc[:, 0]
+        self.acc = self._risk_acc[:, 1]
         self.episode_time_ms = np.zeros(b)
         self.episode_tokens = np.zeros(b, np.int64)
         self.done = np.ones(b, bool)
@@ -96,6 +120,47 @@ class Simulator:
         self._cache_start = np.zeros(b, np.int64)
         self._all = np.arange(b)
         self._positions = np.arange(1, k + 1)
+        self._build_tables()
+        self._obs = np.zeros((b, self.obs_dim), np.float32)
+        self.refresh_observation()
+
+    def _build_tables(self) -> None:
+        """Constants and lookup tables of the hot paths (see the class docstring)."""
+        cfg, b, k, m = self.config, self.batch_size, self.max_draft, self.n_states
+        ks = np.arange(k + 1)
+        # censored feedback of a round with draft k and A accepted (the running estimate):
+        # positions 1..min(A + 1, k) observed, 1..A accepted; [k, A, (risk, acc), position]
+        seen = self._positions[None, None, :] <= np.minimum(ks[None, :, None] + 1, ks[:, None, None])
+        acc = seen & (self._positions[None, None, :] <= ks[None, :, None])
+        self._feedback = np.stack([seen, acc], axis=2).astype(np.float64)
+        self._draft_time = ks * cfg.draft_ms  # [k] -> k * draft_ms
+        self._draft_time_before = (ks - 1) * cfg.draft_ms  # [k] -> (k - 1) * draft_ms
+        # k * (draft_ms + verify_per_token_ms + tx) when the transmission time does not depend on the state
+        tx = self.channel.tx_ms_per_token(np.zeros(1, np.int64), cfg.bytes_per_token, cfg.bandwidth_kbps)
+        self._marginal_time = (ks * (cfg.draft_ms + cfg.verify_per_token_ms + tx)
+                               if isinstance(tx, float) else None)
+        self._verify_base_ms = np.array(cfg.verify_base_ms)
+        self._position_frac = np.arange(k + 2) / k  # [position] -> position / K
+        self._rtt_scale = np.array(RTT_OBS_SCALE_MS)
+        self._estimate_prior = np.array([2.0, 1.0])[:, None]  # (risk + 2, acc + 1)
+        self._masks_by_position = np.stack([np.arange(k + 2) < k, np.ones(k + 2, bool)], axis=1)
+        self._col_conf = 2 + m
+        self._cols_estimate = slice(3 + m, 3 + m + k)
+        self._csi_one_hot = np.eye(m, dtype=np.float32)
+        self._draft_ms_row = np.full(b, cfg.draft_ms)
+        self._no_stop = np.zeros(b, bool)
+        self._zero = np.array(0)
+        self._one = np.array(1)
+        self._max_draft = np.array(k)
+        self._block_size = np.array(self._block)
+
+    def _address(self, idx: np.ndarray) -> np.ndarray | slice:
+        """``_ALL_ROWS`` (``slice(None)``) when ``idx`` lists every row in order (the state arrays
+        are then used whole, or sliced, instead of fancy-indexed), else ``idx``."""
+        n = len(idx)
+        if n == self.batch_size and (n == 1 or idx is self._all or bool(np.all(idx[1:] > idx[:-1]))):
+            return _ALL_ROWS
+        return idx
 
     # ------------------------------------------------------------------ reset
     def reset_rows(self, idx: np.ndarray, keys: np.ndarray) -> None:
@@ -108,8 +173,7 @@ class Simulator:
         self.tokens_left[idx] = self.config.n_tokens
         self.request_idx[idx] = 0
         self.request_start_ms[idx] = 0.0
-        self.risk[idx] = 0.0
-        self.acc[idx] = 0.0
+        self._risk_acc[idx] = 0.0
         self.episode_time_ms[idx] = 0.0
         self.episode_tokens[idx] = 0
         self.done[idx] = False
@@ -120,6 +184,7 @@ class Simulator:
         self.csi[idx] = state
         self.last_rtt_ms[idx] = self.channel.sample_rtt(self.rows, idx, keys, zero, state, slot=PROBE_SLOT)
         self._begin_rounds(idx)
+        self.refresh_observation(idx)
 
     def _fill_cache(self, idx: np.ndarray) -> None:
         """Draw the acceptance of rounds round_idx .. round_idx + block - 1 for rows idx."""
@@ -135,8 +200,8 @@ class Simulator:
 
     def _begin_rounds(self, idx: np.ndarray | slice) -> None:
         offset = self.round_idx[idx] - self._cache_start[idx]
-        stale = offset >= self._block
-        if stale.any():
+        if np.count_nonzero(offset >= self._block_size):
+            stale = offset >= self._block_size
             self._fill_cache(self._all[idx][stale])
             offset = self.round_idx[idx] - self._cache_start[idx]
         rows = self._all[idx]
@@ -149,44 +214,69 @@ class Simulator:
     def finish_rounds(self, idx: np.ndarray, k: np.ndarray) -> RoundResult:
         """Send drafts of length ``k`` (1..K) from rows ``idx`` and complete their rounds."""
         cfg = self.config
+        channel = self.channel
         rows_out = idx
-        if len(idx) == self.batch_size:
-            idx = slice(None)  # all rows (in order): basic slicing is much cheaper than fancy indexing
-        keys = self.keys[idx]
-        t0 = self.t_ms[idx]
-        start_state = self.csi[idx]
-        t_send = t0 + k * cfg.draft_ms
-        state = self.channel.state_at(self.rows, idx, keys, t_send)
-        rtt = self.channel.sample_rtt(self.rows, idx, keys, t_send, state)
-        tx = self.channel.tx_ms_per_token(state, cfg.bytes_per_token, cfg.bandwidth_kbps)
-        round_ms = k * (cfg.draft_ms + cfg.verify_per_token_ms + tx) + rtt + cfg.verify_base_ms
-        accepted = np.minimum(k, self.g[idx])
-        left = self.tokens_left[idx]
-        tokens = np.minimum(accepted + 1, left)
-        # censored feedback for the running acceptance estimate
-        pos = self._positions[None, :]
-        seen = pos <= np.minimum(accepted + 1, k)[:, None]
-        self.risk[idx] += seen
-        self.acc[idx] += seen & (pos <= accepted[:, None])
+        ix = self._address(idx)
+        full = ix is _ALL_ROWS
+        if full:  # every row, in order: the state arrays themselves (no views, no gathers)
+            keys, t0, start_state, g, left = self.keys, self.t_ms.copy(), self.csi.copy(), self.g, self.tokens_left
+        else:
+            keys, t0, start_state, g, left = self.keys[ix], self.t_ms[ix], self.csi[ix], self.g[ix], self.tokens_left[ix]
+        t_send = t0 + self._draft_time[k]  # t0 + k * draft_ms
+        state = channel.state_at(self.rows, ix, keys, t_send)
+        rtt = channel.sample_rtt(self.rows, ix, keys, t_send, state)
+        if self._marginal_time is not None:
+            marginal = self._marginal_time[k]
+        else:
+            tx = channel.tx_ms_per_token(state, cfg.bytes_per_token, cfg.bandwidth_kbps)
+            marginal = k * (cfg.draft_ms + cfg.verify_per_token_ms + tx)
+        round_ms = marginal + rtt + self._verify_base_ms
+        accepted = np.minimum(k, g)
+        tokens = np.minimum(accepted + self._one, left)
+        feedback = self._feedback[k, accepted]  # censored feedback for the running estimate
         t1 = t0 + round_ms
-        self.t_ms[idx] = t1
-        self.last_rtt_ms[idx] = rtt
-        self.episode_time_ms[idx] += round_ms
-        self.episode_tokens[idx] += tokens
         left = left - tokens
-        request_done = left == 0
-        req = self.request_idx[idx] + request_done
-        episode_done = req >= cfg.requests_per_episode
-        self.request_idx[idx] = req
-        self.tokens_left[idx] = np.where(request_done & ~episode_done, cfg.n_tokens, left)
-        self.request_start_ms[idx] = np.where(request_done, t1, self.request_start_ms[idx])
-        round_index = self.round_idx[idx].copy()
-        self.round_idx[idx] = round_index + 1
-        self.done[idx] = episode_done
-        self.csi[idx] = self.channel.state_at(self.rows, idx, keys, t1)
-        self._begin_rounds(idx)
+        request_done = left == self._zero
+        round_index = self.round_idx.copy() if full else self.round_idx[ix]
+        if full:
+            self._risk_acc += feedback
+            self.episode_time_ms += round_ms
+            self.episode_tokens += tokens
+            self.round_idx += self._one
+        else:
+            self._risk_acc[ix] += feedback
+            self.episode_time_ms[ix] += round_ms
+            self.episode_tokens[ix] += tokens
+            self.round_idx[ix] = round_index + self._one
+        self.t_ms[ix] = t1
+        self.last_rtt_ms[ix] = rtt
+        if np.count_nonzero(request_done):
+            req = self.request_idx[ix] + request_done
+            episode_done = req >= cfg.requests_per_episode
+            self.request_idx[ix] = req
+            self.tokens_left[ix] = np.where(request_done & ~episode_done, cfg.n_tokens, left)
+            self.request_start_ms[ix] = np.where(request_done, t1, self.request_start_ms[ix])
+        else:  # no request ended: request counters and start times stay
+            episode_done = request_done.copy()
+            self.tokens_left[ix] = left
+        self.done[ix] = episode_done
+        self.csi[ix] = channel.state_at(self.rows, ix, keys, t1)
+        self._begin_rounds(ix)
+        self.refresh_observation(ix)
         return RoundResult(rows_out, k, accepted, tokens, round_ms, rtt, state, start_state, t0, round_index,
                            request_done, episode_done)
+
+    def _advance(self, idx: np.ndarray | slice) -> None:
+        """Draft one more token in rows ``idx`` (position + 1; observation: position, confidence)."""
+        if idx is _ALL_ROWS:
+            self.position += self._one
+            pos = self.position
+        else:
+            self.position[idx] += self._one
+            pos = self.position[idx]
+        self._obs[idx, 0] = self._position_frac[pos]
+        if self.has_signal:
+            self._obs[idx, self._col_conf] = self.q[self._all[idx], pos - self._one]
 
     def step_token(self, action: np.ndarray, rows: np.ndarray | None = None
                    ) -> tuple[np.ndarray, RoundResult | None, np.ndarray]:
@@ -197,18 +287,33 @@ class Simulator:
         A round's steps sum to ``T(k)``: each draft step takes ``draft_ms``, the stop
         step the rest. ``RoundResult.rows`` holds absolute row indices.
         """
-        idx = self._all if rows is None else rows
+        if rows is None:
+            idx, pos = self._all, self.position
+        else:
+            idx, pos = rows, self.position[rows]
+        n = len(idx)
         action = np.asarray(action)
-        stop = (action == 1) | (self.position[idx] >= self.max_draft)
-        forced = stop & (action != 1)
-        step_ms = np.full(len(idx), self.config.draft_ms)
-        self.position[idx[~stop]] += 1
-        result = None
-        if stop.any():
+        send = action == self._one
+        stop = send | (pos >= self._max_draft)
+        n_stop = np.count_nonzero(stop)
+        if not n_stop:  # every stepped row drafts: only the position moves
+            self._advance(_ALL_ROWS if rows is None else self._address(idx))
+            if n == self.batch_size:
+                return self._draft_ms_row.copy(), None, self._no_stop.copy()
+            return self._draft_ms_row[:n].copy(), None, self._no_stop[:n].copy()
+        forced = np.greater(stop, send)  # stop & ~send
+        if n_stop == n:
+            fin, k = idx, pos.copy()
+        else:
+            self._advance(idx[~stop])
             fin = idx[stop]
-            k = self.position[fin].copy()
-            result = self.finish_rounds(fin, k)
-            step_ms[stop] = result.round_ms - (k - 1) * self.config.draft_ms
+            k = self.position[fin]
+        result = self.finish_rounds(fin, k)
+        rest = result.round_ms - self._draft_time_before[k]  # T(k) - (k - 1) * draft_ms
+        if n_stop == n:
+            return rest, result, forced
+        step_ms = self._draft_ms_row[:n].copy()
+        step_ms[stop] = rest
         return step_ms, result, forced
 
     def step_round(self, k: np.ndarray, rows: np.ndarray | None = None) -> RoundResult:
@@ -224,31 +329,42 @@ class Simulator:
         """Posterior-mean conditional acceptance per position, shape (B, K)."""
         return (self.acc + 1.0) / (self.risk + 2.0)
 
+    def refresh_observation(self, idx: np.ndarray | slice | None = None) -> None:
+        """Recompute the observation buffer of rows ``idx`` (default all) from the state arrays.
+
+        The simulator's methods call it themselves; call it after writing state arrays
+        (``position``, ``last_rtt_ms``, ``csi``, ``acc``, ``risk``, ``tokens_left``, ``q``) directly.
+        """
+        if idx is None:
+            idx = slice(None)
+        obs = self._obs
+        pos = self.position[idx]
+        obs[idx, 0] = self._position_frac[pos]
+        if self.has_signal:
+            obs[idx, self._col_conf] = self.q[self._all[idx], pos - self._one]
+        obs[idx, 1] = self.last_rtt_ms[idx] / self._rtt_scale
+        if self.config.csi_observable:
+            obs[idx, 2:self._col_conf] = self._csi_one_hot[self.csi[idx]]
+        est = self._risk_acc[idx] + self._estimate_prior  # (risk + 2, acc + 1)
+        obs[idx, self._cols_estimate] = est[:, 1] / est[:, 0]
+        obs[idx, -1] = self.tokens_left[idx] / self.config.n_tokens
+
     def observe(self, token_level: bool) -> np.ndarray:
-        """Observation matrix (B, obs_dim), float32; layout in docs/environments.md.
+        """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
 
         ``[position/K, last_rtt_ms/1000, csi one-hot (M), confidence, a_hat_1..a_hat_K,
         tokens_left/n_tokens]``. The one-hot is all zero when CSI is not observable;
         the confidence is 0 without a signal and at the round level.
         """
-        b, k, m = self.batch_size, self.max_draft, self.n_states
-        obs = np.zeros((b, self.obs_dim), np.float32)
-        if token_level:
-            obs[:, 0] = self.position / k
-            if self.has_signal:
-                obs[:, 2 + m] = self.q[self._all, self.position - 1]
-        obs[:, 1] = self.last_rtt_ms / RTT_OBS_SCALE_MS
-        if self.config.csi_observable:
-            obs[self._all, 2 + self.csi] = 1.0
-        obs[:, 3 + m:3 + m + k] = self.acceptance_estimate()
-        obs[:, -1] = self.tokens_left / self.config.n_tokens
+        obs = self._obs.copy()
+        if not token_level:
+            obs[:, 0] = 0.0
+            obs[:, self._col_conf] = 0.0
         return obs
 
     def action_masks(self) -> np.ndarray:
         """Token-level valid actions (B, 2): [draft another, stop]; draft is invalid at max_draft."""
-        masks = np.ones((self.batch_size, 2), bool)
-        masks[:, 0] = self.position < self.max_draft
-        return masks
+        return np.take(self._masks_by_position, self.position, axis=0, mode="clip")
 
     def per_token_latency_ms(self) -> np.ndarray:
         """Episode time over episode tokens so far, ms/token (nan before the first token)."""

@@ -42,7 +42,11 @@ def observation_fields(sim: Simulator) -> list[str]:
 
 class RewardModel:
     """reward = -step_ms / time_scale_ms (``latency``) or
-    (tokens * reference_ms_per_token - step_ms) / time_scale_ms (``token_credit``)."""
+    (tokens * reference_ms_per_token - step_ms) / time_scale_ms (``token_credit``).
+
+    Takes numpy arrays (vector environments) or Python numbers (single environments, where
+    plain floats are much cheaper than arrays of one); the same IEEE operations either way.
+    """
 
     def __init__(self, config: ScenarioConfig, sim: Simulator) -> None:
         self.mode = config.reward_mode
@@ -52,7 +56,7 @@ class RewardModel:
             ref = stationary_reference(config, sim.channel)[1]
         self.reference_ms_per_token = float(ref)
 
-    def __call__(self, step_ms: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    def __call__(self, step_ms: np.ndarray | float, tokens: np.ndarray | int) -> np.ndarray | float:
         if self.mode == "latency":
             return -step_ms / self.scale
         return (tokens * self.reference_ms_per_token - step_ms) / self.scale

@@ -14,6 +14,14 @@ from ._face import (RewardModel, build_simulator, episode_keys, observation_fiel
 _ZERO = np.zeros(1, np.int64)
 
 
+def _constant_rows(values: range) -> list[np.ndarray]:
+    """One read-only batch-of-one action array per value (built once, not per step)."""
+    rows = [np.array([v], np.int64) for v in values]
+    for r in rows:
+        r.flags.writeable = False
+    return rows
+
+
 class SingleFace(gym.Env):
     """Common machinery of :class:`SpecStopEnv` and :class:`SpecStopRoundEnv`."""
 
@@ -31,6 +39,8 @@ class SingleFace(gym.Env):
         self.action_space = gym.spaces.Discrete(2 if self.token_level else self.config.max_draft)
         self.reward_model = RewardModel(self.config, self.sim)
         self.observation_fields = observation_fields(self.sim)
+        # batch-of-one arguments of Simulator.step_token (action) / step_round (k = action + 1)
+        self._sim_args = _constant_rows(range(2) if self.token_level else range(1, self.config.max_draft + 1))
         self._running = False
         self._last_round: dict[str, Any] | None = None
 
@@ -46,15 +56,16 @@ class SingleFace(gym.Env):
         if not self._running:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = self._validate_action(action)
+        sim = self.sim
         if self.token_level:
-            step_ms, result, forced = self.sim.step_token(np.array([a]))
+            step_ms, result, forced = sim.step_token(self._sim_args[a])
             forced_stop = bool(forced[0])
         else:
-            result = self.sim.step_round(np.array([a + 1]))
+            result = sim.step_round(self._sim_args[a])
             step_ms, forced_stop = result.round_ms, False
-        tokens = result.tokens if result is not None else 0
-        reward = float(self.reward_model(step_ms, tokens)[0])
-        terminated = bool(self.sim.done[0])
+        tokens = result.tokens.item(0) if result is not None else 0
+        reward = float(self.reward_model(step_ms.item(0), tokens))
+        terminated = bool(sim.done[0])
         info = self._info()
         if result is not None:
             self._last_round = info["round"] = round_info(result, 0)
@@ -65,7 +76,7 @@ class SingleFace(gym.Env):
             info["per_token_latency_ms"] = float(self.sim.per_token_latency_ms()[0])
             info["episode_time_ms"] = float(self.sim.episode_time_ms[0])
             info["episode_tokens"] = int(self.sim.episode_tokens[0])
-        return self.sim.observe(self.token_level)[0], reward, terminated, False, info
+        return sim.observe(self.token_level)[0], reward, terminated, False, info
 
     def _validate_action(self, action: Any) -> int:
         try:
@@ -79,10 +90,11 @@ class SingleFace(gym.Env):
         return a
 
     def _info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"channel_state": int(self.sim.csi[0]), "time_ms": float(self.sim.t_ms[0]),
-                                "tokens_left": int(self.sim.tokens_left[0])}
+        sim = self.sim
+        info: dict[str, Any] = {"channel_state": sim.csi.item(0), "time_ms": sim.t_ms.item(0),
+                                "tokens_left": sim.tokens_left.item(0)}
         if self.token_level:
-            info["action_mask"] = self.sim.action_masks()[0]
+            info["action_mask"] = sim.action_masks()[0]
         return info
 
     def action_masks(self) -> np.ndarray:
