@@ -5,7 +5,8 @@ Special names the evaluation runner handles itself (not online agents, so
 
 * ``best-fixed-k``: runs ``static-k`` for every ``k`` on the same random streams
   and keeps the best in hindsight (:func:`specstop_gym.oracle.best_fixed_k`);
-* ``sb3:PATH``: a trained Stable-Baselines3 policy loaded from ``PATH``.
+* ``sb3:PATH``: a trained Stable-Baselines3 policy loaded from ``PATH``; :func:`make_agent`
+  builds it (:class:`agents.sb3_agent.SB3Agent`), so the runner treats it like any agent.
 """
 
 from __future__ import annotations
@@ -105,13 +106,14 @@ def make_agent(spec_or_name: str, scenario: ScenarioConfig, n_runs: int = 1, see
     """Build an agent from a name or spec (``"ucb-specstop:beta=0.5"``) for ``scenario``.
 
     Keyword ``params`` are merged over the spec's (keywords win). Unknown names
-    raise ValueError listing the valid ones; ``best-fixed-k`` and ``sb3:PATH``
-    raise ValueError too (the evaluation runner builds them); bad parameters raise
-    the agent's ValueError naming the parameter.
+    raise ValueError listing the valid ones; ``best-fixed-k`` raises ValueError too
+    (the evaluation runner builds it); bad parameters raise the agent's ValueError
+    naming the parameter. ``sb3:PATH`` (everything after ``sb3:`` is the path of a
+    train.py run folder, its model.zip or a checkpoint) builds
+    :class:`agents.sb3_agent.SB3Agent` (ValueError for a missing or unusable model).
     """
     if isinstance(spec_or_name, str) and spec_or_name.strip().startswith("sb3:"):
-        raise ValueError(f"{spec_or_name!r} is a trained SB3 policy, which the evaluation runner loads "
-                         f"itself; make_agent builds online agents only ({_valid_names()})")
+        return _make_sb3_agent(spec_or_name.strip(), scenario, n_runs, seed, params)
     name, spec_params = parse_agent_spec(spec_or_name)
     if name == "best-fixed-k":
         raise ValueError("best-fixed-k is not an online agent: the evaluation runner runs static-k for "
@@ -119,3 +121,21 @@ def make_agent(spec_or_name: str, scenario: ScenarioConfig, n_runs: int = 1, see
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; {_valid_names()}")
     return AGENTS[name](scenario, n_runs=n_runs, seed=seed, **{**spec_params, **params})
+
+
+def _make_sb3_agent(spec: str, scenario: ScenarioConfig, n_runs: int, seed: int | None,
+                    params: dict[str, Any]) -> Agent:
+    """``sb3:PATH`` -> :class:`agents.sb3_agent.SB3Agent` (imported lazily: torch and SB3 load only here)."""
+    from .sb3_agent import SB3Agent
+
+    path = spec[len("sb3:"):].strip()
+    if not path:
+        raise ValueError("sb3:PATH needs the path of a trained model (a train.py run folder, its model.zip "
+                         "or a checkpoint)")
+    unknown = sorted(set(params) - {"deterministic"})
+    if unknown:
+        raise ValueError(f"unknown parameter(s) for agent 'sb3': {', '.join(unknown)} (valid: deterministic)")
+    try:
+        return SB3Agent(path, scenario, n_runs=n_runs, seed=seed, **params)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
