@@ -26,11 +26,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import ast
 import dataclasses
-import inspect
-import itertools
-import json
 import shlex
 import sys
 import time
@@ -39,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from specstop_gym.cli import HelpFormatter, UsageError, field_docs, parse_scenario_overrides
 
 DEFAULT_AGENTS = ("static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop", "contextual-ucb", "oracle",
                   "best-fixed-k")
@@ -91,35 +89,12 @@ class Args:
 
 
 # --------------------------------------------------------------------------- CLI from the dataclass
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring line under each field of a dataclass (CleanRL/tyro style)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = nxt.value.value.strip()
-    return docs
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each flag's default unless it is None/False or the help already states it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS):
-            shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
-            text += f" (default: {shown})"
-        return text
-
-
 def build_parser(cls: type = Args) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of ``cls`` (help = the field's docstring)."""
     parser = argparse.ArgumentParser(prog="evaluate.py", description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=_HelpFormatter)
+                                     formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
-    docs = _field_docs(cls)
+    docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -152,32 +127,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return Args(**values)
 
 
-class UsageError(Exception):
-    """An invalid argument: reported without a traceback, exit code 2, nothing run."""
-
-
 # --------------------------------------------------------------------------- validation
-def parse_override(item: str) -> tuple[str, Any]:
-    """``field=value`` -> (field, value); the value is JSON if it parses (lists become tuples)."""
-    key, eq, text = item.partition("=")
-    key = key.strip()
-    if not eq or not key:
-        raise UsageError(f"--set expects field=value, got {item!r}")
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    return key, _tuples(value)
-
-
-def _tuples(v: Any) -> Any:
-    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
-
-
 def resolve_overrides(args: Args) -> dict[str, Any]:
     """Scenario overrides from the shortcuts, then --set (explicit --set wins)."""
-    from specstop_gym.core.config import field_names
-
     ov: dict[str, Any] = {"requests_per_episode": args.requests}
     if args.delay_ms is not None:
         ov["delay_ms"] = args.delay_ms
@@ -185,12 +137,7 @@ def resolve_overrides(args: Args) -> dict[str, Any]:
         ov.update(channel="trace", delay_trace=args.delay_trace)
     if args.acceptance_trace is not None:
         ov.update(acceptance="trace", acceptance_trace=args.acceptance_trace)
-    valid = field_names()
-    for item in args.set:
-        key, value = parse_override(item)
-        if key not in valid:
-            raise UsageError(f"--set {item!r}: unknown scenario field {key!r}; valid: {', '.join(valid)}")
-        ov[key] = value
+    ov.update(parse_scenario_overrides(args.set))
     return ov
 
 

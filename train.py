@@ -20,11 +20,8 @@ Exit codes: 0 success, 2 invalid arguments (checked before any work; nothing is 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
-import inspect
-import itertools
 import json
 import random
 import shlex
@@ -36,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+
+from specstop_gym.cli import HelpFormatter, UsageError, field_docs, parse_scenario_overrides, tuples_from_lists
 
 RUN_SCHEMA_VERSION = 1
 """Version of the config.json layout of a run folder."""
@@ -89,41 +88,14 @@ class TrainConfig:
     """0: silent; 1: evaluation lines and the final table; 2: also SB3's training logs"""
 
 
-class UsageError(Exception):
-    """An invalid argument: reported without a traceback, exit code 2, nothing written."""
-
-
-# --------------------------------------------------------------------------------------- CLI
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (the CleanRL/tyro convention)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = nxt.value.value.strip()
-    return docs
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        d = action.default
-        if not (d is None or d is False or d == [] or d == argparse.SUPPRESS) and "default" not in text:
-            shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
-            text += f" (default: {shown})"
-        return text
-
-
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """One flag per TrainConfig field; ``suppress_defaults`` leaves unset flags out of the namespace
     (to tell which flags were given explicitly)."""
     parser = argparse.ArgumentParser(prog="train.py", description=(__doc__ or "").split("\n\n")[0],
                                      epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
-                                     formatter_class=_HelpFormatter)
+                                     formatter_class=HelpFormatter)
     hints = typing.get_type_hints(TrainConfig)
-    docs = _field_docs(TrainConfig)
+    docs = field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -199,31 +171,6 @@ def parse_seeds(items: list[str]) -> list[int]:
     if not out:
         raise UsageError("--eval-seeds needs at least one seed")
     return out
-
-
-def parse_scenario_overrides(items: list[str]) -> dict[str, Any]:
-    """``field=value`` items -> dict (JSON values, lists as tuples; else the string)."""
-    from specstop_gym.core.config import field_names
-
-    valid = field_names()
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise UsageError(f"--set expects field=value, got {item!r}")
-        if key not in valid:
-            raise UsageError(f"--set {item!r}: unknown scenario field {key!r}; valid: {', '.join(valid)}")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        out[key] = _tuples(value)
-    return out
-
-
-def _tuples(v: Any) -> Any:
-    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 def env_spaces(scenario: Any, level: str) -> tuple[Any, Any, bool]:
@@ -370,7 +317,7 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
 
 
 def _tuples_in(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _tuples(v) for k, v in d.items()}
+    return {k: tuples_from_lists(v) for k, v in d.items()}
 
 
 # --------------------------------------------------------------------------------------- running
