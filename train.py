@@ -520,8 +520,10 @@ def run(plan: Plan) -> int:
     report.write_json_atomic(plan.run_dir / "summary.json", summary)
     report.write_json_atomic(plan.run_dir / "config.json", _config_document(plan, status, history, model.num_timesteps))
     if cfg.verbose:
+        session = model.num_timesteps - start_steps
         print(f"\n{plan.scenario.name}: {len(plan.eval_seeds)} evaluation seeds, level {plan.level}, "
-              f"{model.num_timesteps} steps in {wall:.0f} s ({history[-1]['steps_per_s'] or 0:.0f} steps/s)")
+              f"{model.num_timesteps} steps ({session} in this session: {wall:.0f} s, "
+              f"{history[-1]['steps_per_s'] or 0:.0f} steps/s)")
         print(report.format_table(summary))
         print(f"-> {plan.run_dir}")
     return 0
