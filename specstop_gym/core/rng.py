@@ -15,7 +15,12 @@ position). Consequences the project relies on:
 * No global generator is ever touched.
 
 All functions are vectorised over numpy arrays (batch axis first) and use
-wrap-around ``uint64`` arithmetic.
+wrap-around ``uint64`` arithmetic. Batches of at most ``_SMALL`` draws (a single
+environment is a batch of one) compute the same integer arithmetic with Python
+integers, which is several times cheaper than numpy's per-call overhead; the
+transcendental functions (``log``, ``cos``) always run in numpy and every other
+floating-point step is a correctly rounded IEEE operation, so the bits do not depend
+on the batch size (tests/test_core.py holds both paths equal).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ _S30 = np.array(30, np.uint64)
 _S27 = np.array(27, np.uint64)
 _S31 = np.array(31, np.uint64)
 _S11 = np.array(11, np.uint64)
+_S32 = np.array(32, np.uint64)
+_LOW32 = np.array(_LOW32_INT, np.uint64)
 _HALF = np.array(0.5)
 _TWO_M53 = 1.0 / 9007199254740992.0  # 2**-53
 _TWO_M32 = 1.0 / 4294967296.0  # 2**-32
@@ -80,6 +87,13 @@ def _mix_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
+_KEY_MIX: dict[tuple[int, int], int] = {}
+"""Memo of the first mix, ``mix(key ^ salt)``: a function of the episode key and the stream only."""
+_KEY_MIX_MAX = 4096
+_U64 = np.dtype(np.uint64)
+_I64 = np.dtype(np.int64)
+
+
 def _hash_int(k: int, salt: int, counter: int) -> int:
     """``mix(mix(k ^ salt) ^ counter)`` on Python integers; the first mix (a function of the
     episode key and the stream only) is memoised."""
@@ -94,16 +108,13 @@ def _hash_int(k: int, salt: int, counter: int) -> int:
     return z ^ (z >> 31)
 
 
-_KEY_MIX: dict[tuple[int, int], int] = {}
-_KEY_MIX_MAX = 4096
-_U64 = np.dtype(np.uint64)
-_I64 = np.dtype(np.int64)
-
-
 def _salt_int(stream: int) -> int:
+    """``stream * GOLDEN`` modulo 2**64."""
     return (int(stream) * _GOLDEN_INT) & _MASK
 
 
+_SALT_INT = {stream: _salt_int(stream) for stream in range(16)}
+_SLOT_INT = {slot: (slot * _M2_INT + _GOLDEN_INT) & _MASK for slot in range(4)}
 _SALTS: dict[int, np.ndarray] = {}
 
 
@@ -118,14 +129,20 @@ def _salt(stream: int) -> np.ndarray:
 def _small_hashes(key, stream: int, index, slot) -> tuple[list[int], tuple[int, ...]] | None:
     """The hashes as Python ints (flattened, C order) and their shape, for at most ``_SMALL``
     keys with index (and slot) of the key's shape or scalar; None when numpy must be used."""
-    salt = _salt_int(stream)
+    salt = _SALT_INT.get(stream)
+    if salt is None:
+        salt = _salt_int(stream)
     if type(key) is np.ndarray and key.dtype is _U64 and key.ndim == 1 and type(slot) is int:
         # the common case (one key per row, one index per row, a fixed slot), checked cheaply
         if key.size > _SMALL or type(index) is not np.ndarray or index.shape != key.shape:
             return None
-        c = ((slot & _MASK) * _M2_INT + _GOLDEN_INT) & _MASK
+        c = _SLOT_INT.get(slot)
+        if c is None:
+            c = ((slot & _MASK) * _M2_INT + _GOLDEN_INT) & _MASK
         if index.dtype is not _I64:
             index = index.astype(np.int64)
+        if key.size == 1:
+            return [_hash_int(key.item(0), salt, (index.item(0) * _M1_INT + c) & _MASK)], key.shape
         return [_hash_int(kv, salt, (iv * _M1_INT + c) & _MASK)
                 for kv, iv in zip(key.tolist(), index.tolist())], key.shape
     k = np.asarray(key, dtype=np.uint64)
@@ -200,18 +217,22 @@ def normal(key: np.ndarray, stream: int, index: np.ndarray, slot: np.ndarray | i
         # log and cos run in numpy, as on the large path; the other operations (*, sqrt) are
         # correctly rounded IEEE operations, so Python floats give the same bits
         values, shape = small
+        if len(values) == 1:  # one draw: numpy scalars, no lists
+            h = values[0]
+            lg = float(np.log(((h >> 32) + 0.5) * _TWO_M32))
+            cs = float(np.cos(_TWO_PI * (((h & _LOW32_INT) + 0.5) * _TWO_M32)))
+            z1 = math.sqrt(-2.0 * lg) * cs
+            return np.array([z1]).reshape(shape) if shape else np.float64(z1)
         log_u1 = np.log(np.array([((h >> 32) + 0.5) * _TWO_M32 for h in values])).tolist()
         cos_u2 = np.cos(np.array([_TWO_PI * (((h & _LOW32_INT) + 0.5) * _TWO_M32) for h in values])).tolist()
-        z = [math.sqrt(-2.0 * lg) * cs for lg, cs in zip(log_u1, cos_u2)]
-        return np.array(z).reshape(shape) if shape else np.float64(z[0])
-    else:
-        h = hash64(key, stream, index, slot)
-        u1 = (h >> np.array(32, np.uint64)).astype(np.float64)
-        u1 += _HALF
-        u1 *= _TWO_M32_A
-        u2 = (h & np.array(_LOW32_INT, np.uint64)).astype(np.float64)
-        u2 += _HALF
-        u2 *= _TWO_M32_A
+        return np.array([math.sqrt(-2.0 * lg) * cs for lg, cs in zip(log_u1, cos_u2)]).reshape(shape)
+    h = hash64(key, stream, index, slot)
+    u1 = (h >> _S32).astype(np.float64)
+    u1 += _HALF
+    u1 *= _TWO_M32_A
+    u2 = (h & _LOW32).astype(np.float64)
+    u2 += _HALF
+    u2 *= _TWO_M32_A
     return np.sqrt(_MINUS_TWO * np.log(u1)) * np.cos(_TWO_PI_A * u2)
 
 

@@ -65,21 +65,21 @@ class Simulator:
     """Batched simulator of ``batch_size`` episodes of one scenario (see module docstring).
 
     Performance notes. A single environment is a batch of one, so the number of
-    numpy calls, not their work, sets its speed; the code therefore keeps calls
-    few and cheap *without* a second code path for small batches:
+    numpy calls, not their work, sets its speed; the code keeps calls few and cheap
+    *without* a second code path for small batches:
 
     * the observation is a persistent buffer that the simulator's own methods
       update only where something changed (a draft step touches two entries of the
       stepped rows, a finished round the rows that finished); code that writes the
       state arrays directly must call :meth:`refresh_observation`;
-    * when every row is stepped, in order, state arrays are addressed by a slice
-      (views) instead of fancy indexing;
+    * when every row is stepped, in order, the state arrays are used whole (no
+      views, no fancy indexing);
     * values that only depend on small integers (``k * draft_ms``, the censored
-      feedback of ``(k, A)``, ``position / K``, ``tokens_left / n_tokens``) come from
-      tables computed once with the same numpy expressions, so they are the same bits;
+      feedback of ``(k, A)``, ``position / K``) come from tables of ``K + 2`` rows at
+      most, computed once with the same numpy expressions, so they are the same bits;
     * constants are 0-d arrays (numpy applies a ufunc to an array and a Python
-      scalar several times slower than to two arrays); rare events (a request
-      ending, a block of acceptance draws running out) take a branch of their own.
+      scalar markedly slower than to two arrays); rare events (a request ending, a
+      block of acceptance draws running out) take a branch of their own.
     """
 
     def __init__(self, config: ScenarioConfig, acceptance: AcceptanceProcess, channel: Channel,
@@ -107,22 +107,47 @@ class Simulator:
         # censored-feedback counts: risk (positions observed) and acc (positions accepted) are
         # the two planes of one array, so that one call updates both
         self._risk_acc = np.zeros((b, 2, k))
-        self.risk = self._risk_acc[:, 0]
-        self.acc = self._risk_acc[:, 1]
         self.episode_time_ms = np.zeros(b)
         self.episode_tokens = np.zeros(b, np.int64)
         self.done = np.ones(b, bool)
         self.rows = ChannelRows.empty(b)
-        # acceptance draws are pure functions of (key, round): computed for a block of rounds at once
+        # acceptance draws are pure functions of (key, round): computed for a block of rounds at
+        # once; _cache_ptr is the flat index (row * block + round offset) of each row's current round
         self._block = max(2, min(64, 65536 // b))
         self._g_cache = np.zeros((b, self._block), np.int64)
         self._q_cache = np.zeros((b, self._block, k)) if self.has_signal else None
         self._cache_start = np.zeros(b, np.int64)
         self._all = np.arange(b)
+        self._cache_ptr = self._all * self._block
+        self._cache_end = self._cache_ptr + self._block
         self._positions = np.arange(1, k + 1)
         self._build_tables()
         self._obs = np.zeros((b, self.obs_dim), np.float32)
+        self._make_views()
         self.refresh_observation()
+
+    _VIEWS = ("risk", "acc", "_g_flat", "_q_flat", "_obs_position", "_obs_rtt", "_obs_confidence",
+              "_obs_estimate", "_obs_tokens")
+
+    def _make_views(self) -> None:
+        """Views into the state arrays (rebuilt after unpickling: pickle copies views apart)."""
+        m, k = self.n_states, self.max_draft
+        self.risk = self._risk_acc[:, 0]  # positions observed (censored feedback)
+        self.acc = self._risk_acc[:, 1]  # positions accepted
+        self._g_flat = self._g_cache.reshape(-1)  # (row, offset) -> row * block + offset
+        self._q_flat = self._q_cache.reshape(-1, k) if self.has_signal else None
+        self._obs_position = self._obs[:, 0]
+        self._obs_rtt = self._obs[:, 1]
+        self._obs_confidence = self._obs[:, 2 + m]
+        self._obs_estimate = self._obs[:, 3 + m:3 + m + k]
+        self._obs_tokens = self._obs[:, 3 + m + k]
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key not in self._VIEWS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._make_views()
 
     def _build_tables(self) -> None:
         """Constants and lookup tables of the hot paths (see the class docstring)."""
@@ -141,22 +166,20 @@ class Simulator:
                                if isinstance(tx, float) else None)
         self._verify_base_ms = np.array(cfg.verify_base_ms)
         self._position_frac = np.arange(k + 2) / k  # [position] -> position / K
+        self._n_tokens = np.array(float(cfg.n_tokens))  # tokens_left / n_tokens divides doubles either way
         self._rtt_scale = np.array(RTT_OBS_SCALE_MS)
         self._estimate_prior = np.array([2.0, 1.0])[:, None]  # (risk + 2, acc + 1)
         self._masks_by_position = np.stack([np.arange(k + 2) < k, np.ones(k + 2, bool)], axis=1)
-        self._col_conf = 2 + m
-        self._cols_estimate = slice(3 + m, 3 + m + k)
         self._csi_one_hot = np.eye(m, dtype=np.float32)
         self._draft_ms_row = np.full(b, cfg.draft_ms)
         self._no_stop = np.zeros(b, bool)
         self._zero = np.array(0)
         self._one = np.array(1)
         self._max_draft = np.array(k)
-        self._block_size = np.array(self._block)
 
     def _address(self, idx: np.ndarray) -> np.ndarray | slice:
         """``_ALL_ROWS`` (``slice(None)``) when ``idx`` lists every row in order (the state arrays
-        are then used whole, or sliced, instead of fancy-indexed), else ``idx``."""
+        are then used whole instead of fancy-indexed), else ``idx``."""
         n = len(idx)
         if n == self.batch_size and (n == 1 or idx is self._all or bool(np.all(idx[1:] > idx[:-1]))):
             return _ALL_ROWS
@@ -197,18 +220,23 @@ class Simulator:
         if q is not None:
             self._q_cache[idx] = q.reshape(-1, blk, k)
         self._cache_start[idx] = start
+        self._cache_ptr[idx] = self._all[idx] * blk
 
-    def _begin_rounds(self, idx: np.ndarray | slice) -> None:
-        offset = self.round_idx[idx] - self._cache_start[idx]
-        if np.count_nonzero(offset >= self._block_size):
-            stale = offset >= self._block_size
-            self._fill_cache(self._all[idx][stale])
-            offset = self.round_idx[idx] - self._cache_start[idx]
-        rows = self._all[idx]
-        self.g[idx] = self._g_cache[rows, offset]
+    def _begin_rounds(self, ix: np.ndarray | slice) -> None:
+        """Start the rounds of rows ``ix`` (round index already set): their acceptance draws, position 1."""
+        if ix is _ALL_ROWS:
+            ptr = self._cache_ptr
+            stale = ptr >= self._cache_end
+        else:
+            ptr = self._cache_ptr[ix]
+            stale = ptr >= self._cache_end[ix]
+        if np.count_nonzero(stale):
+            self._fill_cache(self._all[ix][stale])
+            ptr = self._cache_ptr[ix]
+        self.g[ix] = self._g_flat.take(ptr)
         if self.has_signal:
-            self.q[idx] = self._q_cache[rows, offset]
-        self.position[idx] = 1
+            self.q[ix] = self._q_flat.take(ptr, axis=0)
+        self.position[ix] = 1
 
     # ------------------------------------------------------------------ rounds
     def finish_rounds(self, idx: np.ndarray, k: np.ndarray) -> RoundResult:
@@ -222,11 +250,11 @@ class Simulator:
             keys, t0, start_state, g, left = self.keys, self.t_ms.copy(), self.csi.copy(), self.g, self.tokens_left
         else:
             keys, t0, start_state, g, left = self.keys[ix], self.t_ms[ix], self.csi[ix], self.g[ix], self.tokens_left[ix]
-        t_send = t0 + self._draft_time[k]  # t0 + k * draft_ms
+        t_send = t0 + self._draft_time.take(k)  # t0 + k * draft_ms
         state = channel.state_at(self.rows, ix, keys, t_send)
         rtt = channel.sample_rtt(self.rows, ix, keys, t_send, state)
         if self._marginal_time is not None:
-            marginal = self._marginal_time[k]
+            marginal = self._marginal_time.take(k)
         else:
             tx = channel.tx_ms_per_token(state, cfg.bytes_per_token, cfg.bandwidth_kbps)
             marginal = k * (cfg.draft_ms + cfg.verify_per_token_ms + tx)
@@ -243,11 +271,13 @@ class Simulator:
             self.episode_time_ms += round_ms
             self.episode_tokens += tokens
             self.round_idx += self._one
+            self._cache_ptr += self._one
         else:
             self._risk_acc[ix] += feedback
             self.episode_time_ms[ix] += round_ms
             self.episode_tokens[ix] += tokens
             self.round_idx[ix] = round_index + self._one
+            self._cache_ptr[ix] += self._one
         self.t_ms[ix] = t1
         self.last_rtt_ms[ix] = rtt
         if np.count_nonzero(request_done):
@@ -266,17 +296,18 @@ class Simulator:
         return RoundResult(rows_out, k, accepted, tokens, round_ms, rtt, state, start_state, t0, round_index,
                            request_done, episode_done)
 
-    def _advance(self, idx: np.ndarray | slice) -> None:
-        """Draft one more token in rows ``idx`` (position + 1; observation: position, confidence)."""
-        if idx is _ALL_ROWS:
+    def _advance(self, ix: np.ndarray | slice) -> None:
+        """Draft one more token in rows ``ix`` (position + 1; observation: position, confidence)."""
+        if ix is _ALL_ROWS:
             self.position += self._one
             pos = self.position
+            self._obs_position[...] = self._position_frac.take(pos)
         else:
-            self.position[idx] += self._one
-            pos = self.position[idx]
-        self._obs[idx, 0] = self._position_frac[pos]
+            self.position[ix] += self._one
+            pos = self.position[ix]
+            self._obs_position[ix] = self._position_frac.take(pos)
         if self.has_signal:
-            self._obs[idx, self._col_conf] = self.q[self._all[idx], pos - self._one]
+            self._obs_confidence[ix] = self.q[self._all[ix], pos - self._one]
 
     def step_token(self, action: np.ndarray, rows: np.ndarray | None = None
                    ) -> tuple[np.ndarray, RoundResult | None, np.ndarray]:
@@ -309,7 +340,7 @@ class Simulator:
             fin = idx[stop]
             k = self.position[fin]
         result = self.finish_rounds(fin, k)
-        rest = result.round_ms - self._draft_time_before[k]  # T(k) - (k - 1) * draft_ms
+        rest = result.round_ms - self._draft_time_before.take(k)  # T(k) - (k - 1) * draft_ms
         if n_stop == n:
             return rest, result, forced
         step_ms = self._draft_ms_row[:n].copy()
@@ -329,25 +360,26 @@ class Simulator:
         """Posterior-mean conditional acceptance per position, shape (B, K)."""
         return (self.acc + 1.0) / (self.risk + 2.0)
 
-    def refresh_observation(self, idx: np.ndarray | slice | None = None) -> None:
-        """Recompute the observation buffer of rows ``idx`` (default all) from the state arrays.
+    def refresh_observation(self, ix: np.ndarray | slice | None = None) -> None:
+        """Recompute the observation buffer of rows ``ix`` (default all) from the state arrays.
 
         The simulator's methods call it themselves; call it after writing state arrays
         (``position``, ``last_rtt_ms``, ``csi``, ``acc``, ``risk``, ``tokens_left``, ``q``) directly.
         """
-        if idx is None:
-            idx = slice(None)
-        obs = self._obs
-        pos = self.position[idx]
-        obs[idx, 0] = self._position_frac[pos]
+        if ix is None or ix is _ALL_ROWS:
+            ix = _ALL_ROWS
+            pos, rtt, risk_acc, left = self.position, self.last_rtt_ms, self._risk_acc, self.tokens_left
+        else:
+            pos, rtt, risk_acc, left = self.position[ix], self.last_rtt_ms[ix], self._risk_acc[ix], self.tokens_left[ix]
+        self._obs_position[ix] = self._position_frac.take(pos)
         if self.has_signal:
-            obs[idx, self._col_conf] = self.q[self._all[idx], pos - self._one]
-        obs[idx, 1] = self.last_rtt_ms[idx] / self._rtt_scale
+            self._obs_confidence[ix] = self.q[self._all[ix], pos - self._one]
+        self._obs_rtt[ix] = rtt / self._rtt_scale
         if self.config.csi_observable:
-            obs[idx, 2:self._col_conf] = self._csi_one_hot[self.csi[idx]]
-        est = self._risk_acc[idx] + self._estimate_prior  # (risk + 2, acc + 1)
-        obs[idx, self._cols_estimate] = est[:, 1] / est[:, 0]
-        obs[idx, -1] = self.tokens_left[idx] / self.config.n_tokens
+            self._obs[ix, 2:2 + self.n_states] = self._csi_one_hot[self.csi[ix]]
+        est = risk_acc + self._estimate_prior  # (risk + 2, acc + 1)
+        self._obs_estimate[ix] = est[:, 1] / est[:, 0]
+        self._obs_tokens[ix] = left.astype(np.float64) / self._n_tokens
 
     def observe(self, token_level: bool) -> np.ndarray:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
@@ -359,12 +391,12 @@ class Simulator:
         obs = self._obs.copy()
         if not token_level:
             obs[:, 0] = 0.0
-            obs[:, self._col_conf] = 0.0
+            obs[:, 2 + self.n_states] = 0.0
         return obs
 
     def action_masks(self) -> np.ndarray:
         """Token-level valid actions (B, 2): [draft another, stop]; draft is invalid at max_draft."""
-        return np.take(self._masks_by_position, self.position, axis=0, mode="clip")
+        return self._masks_by_position.take(self.position, axis=0)
 
     def per_token_latency_ms(self) -> np.ndarray:
         """Episode time over episode tokens so far, ms/token (nan before the first token)."""
