@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rng
+from . import kernels
 
 _LOGIT_CLIP = 40.0
 
@@ -54,31 +54,66 @@ def run_length(accepted: np.ndarray) -> np.ndarray:
 
 def confidence_signal(keys: np.ndarray, rounds: np.ndarray, p: np.ndarray, sigma: float) -> np.ndarray:
     """q_i with logit q_i = logit p_i + N(0, sigma^2) (SPEC 2, confidence signal); shape of ``p``."""
-    slots = np.arange(p.shape[-1])[None, :]
-    noise = rng.normal(keys[:, None], rng.STREAM_CONFIDENCE, rounds[:, None], slots)
-    return sigmoid(logit(p) + sigma * noise)
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    rounds = np.ascontiguousarray(rounds, dtype=np.int64)
+    p = np.ascontiguousarray(p, dtype=np.float64)
+    out = np.empty_like(p)
+    kernels.confidence_from_p_array(float(sigma), keys, rounds, p, out)
+    return out
 
 
 class AcceptanceProcess:
-    """Interface of an acceptance process (see module docstring)."""
+    """Interface of an acceptance process (see module docstring).
+
+    Subclasses give ``survival`` and ``pack`` (their parameters for the compiled
+    kernels, :mod:`specstop_gym.core.kernels`); the draws are the kernels' (the same
+    code the simulator runs).
+    """
 
     name = "base"
 
     def survival(self, max_draft: int) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def pack(self, builder: "kernels.ParamBuilder", max_draft: int) -> None:  # pragma: no cover - interface
+        """Write the kind and parameters of the process for draft lengths up to ``max_draft``."""
+        raise NotImplementedError
+
+    def _params(self, max_draft: int, sigma: float | None) -> tuple[np.ndarray, np.ndarray]:
+        cache = self.__dict__.get("_kernel_params")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_kernel_params", cache)  # frozen dataclasses too
+        key = (int(max_draft), sigma)
+        if key not in cache:
+            cache[key] = kernels.pack_model(acceptance=self, max_draft=max_draft, sigma=sigma)
+        return cache[key]
+
+    def _draw(self, keys, rounds, max_draft: int, sigma: float | None, want: int):
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        rounds = np.ascontiguousarray(np.broadcast_to(np.asarray(rounds, dtype=np.int64), keys.shape))
+        if keys.ndim != 1:
+            raise ValueError(f"keys must be one-dimensional, got shape {keys.shape}")
+        n, k = keys.shape[0], int(max_draft)
+        P, I = self._params(k, sigma)
+        g = np.empty(n, np.int64)
+        p = np.empty((n, k) if want & 1 else (0, k))
+        q = np.empty((n, k) if want & 2 else (0, k))
+        kernels.draw_rounds_array(P, I, k, 0.0 if sigma is None else float(sigma), want, keys, rounds, g, p, q)
+        return g, p, q
+
     def draw(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int) -> tuple[np.ndarray, np.ndarray]:
         """(G capped at K, p of shape (B, K)) for episode keys and round indices of shape (B,)."""
-        raise NotImplementedError  # pragma: no cover - interface
+        g, p, _ = self._draw(keys, rounds, max_draft, None, 1)
+        return g, p
 
     def draw_with_signal(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int,
                          sigma: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         """(G, q): the run length and the confidence signal q (None when sigma is None)."""
-        g, p = self.draw(keys, rounds, max_draft)
-        return g, (None if sigma is None else confidence_signal(keys, rounds, p, sigma))
-
-    def _uniforms(self, keys: np.ndarray, rounds: np.ndarray, max_draft: int) -> np.ndarray:
-        return rng.uniform(keys[:, None], rng.STREAM_ACCEPT_U, rounds[:, None], np.arange(max_draft)[None, :])
+        if sigma is None:
+            return self._draw(keys, rounds, max_draft, None, 0)[0], None
+        g, _, q = self._draw(keys, rounds, max_draft, sigma, 2)
+        return g, q
 
 
 @dataclass(frozen=True)
@@ -95,10 +130,9 @@ class ProfileAcceptance(AcceptanceProcess):
     def survival(self, max_draft: int) -> np.ndarray:
         return np.cumprod(extend_profile(self.profile, max_draft))
 
-    def draw(self, keys, rounds, max_draft):
-        a = extend_profile(self.profile, max_draft)
-        p = np.broadcast_to(a, (keys.shape[0], max_draft))
-        return run_length(self._uniforms(keys, rounds, max_draft) < p), p
+    def pack(self, builder, max_draft):
+        builder.ints[kernels.I_ACC_KIND] = kernels.ACC_PROFILE
+        builder.floats(kernels.I_O_A, extend_profile(self.profile, max_draft))
 
 
 def geometric(alpha: float) -> ProfileAcceptance:
@@ -139,15 +173,12 @@ class LatentDifficultyAcceptance(AcceptanceProcess):
         pz = self._mean_p_given_z(a, self.tau * x)  # (Z, K)
         return w @ np.cumprod(pz, axis=1)
 
-    def draw(self, keys, rounds, max_draft):
-        a = extend_profile(self.profile, max_draft)
-        slots = np.arange(max_draft)[None, :]
-        z = self.tau * rng.normal(keys, rng.STREAM_LATENT_Z, rounds)
-        x = logit(a)[None, :] + z[:, None]
-        if self.eps_sigma > 0:
-            x = x + self.eps_sigma * rng.normal(keys[:, None], rng.STREAM_LATENT_EPS, rounds[:, None], slots)
-        p = sigmoid(x)
-        return run_length(self._uniforms(keys, rounds, max_draft) < p), p
+    def pack(self, builder, max_draft):
+        builder.ints[kernels.I_ACC_KIND] = kernels.ACC_LATENT
+        builder.ints[kernels.I_HAS_EPS] = int(self.eps_sigma > 0)
+        builder.scalars[kernels.P_TAU] = self.tau
+        builder.scalars[kernels.P_EPS] = self.eps_sigma
+        builder.floats(kernels.I_O_LOGIT_A, logit(extend_profile(self.profile, max_draft)))
 
 
 def kaplan_meier_hazards(run_length_: np.ndarray, censored: np.ndarray, draft_length: np.ndarray,
@@ -207,31 +238,16 @@ class TraceAcceptance(AcceptanceProcess):
         prob = np.where(self.censored[:, None] & (g[:, None] < max_draft), np.maximum(known, tail), known)
         return prob.mean(axis=0)
 
-    def _pick(self, keys: np.ndarray, rounds: np.ndarray) -> np.ndarray:
-        n = self.run_lengths.shape[0]
-        return np.minimum((rng.uniform(keys, rng.STREAM_TRACE_PICK, rounds) * n).astype(np.int64), n - 1)
-
-    def draw(self, keys, rounds, max_draft):
-        pick = self._pick(keys, rounds)
-        g_rec = np.minimum(self.run_lengths[pick], max_draft)
-        cens = self.censored[pick] & (g_rec < max_draft)
-        a = self._hazards(max_draft)
-        u = self._uniforms(keys, rounds, max_draft)
-        pos = np.arange(max_draft)[None, :]
-        accepted = np.where(pos < g_rec[:, None], True, np.where(cens[:, None], u < a[None, :], False))
-        return run_length(accepted), np.broadcast_to(a, (keys.shape[0], max_draft))
-
-    def draw_with_signal(self, keys, rounds, max_draft, sigma):
-        """Recorded confidences where the trace has them; elsewhere the signal model on the KM rates."""
-        g, p = self.draw(keys, rounds, max_draft)
-        if sigma is None:
-            return g, None
-        q = confidence_signal(keys, rounds, p, sigma)
+    def pack(self, builder, max_draft):
+        builder.ints[kernels.I_ACC_KIND] = kernels.ACC_TRACE
+        builder.ints[kernels.I_N_REC] = self.run_lengths.shape[0]
+        builder.floats(kernels.I_O_HAZ, self._hazards(max_draft))
+        builder.integers(kernels.I_O_RUNLEN, self.run_lengths)
+        builder.integers(kernels.I_O_CENS, np.asarray(self.censored, bool))
         if self.confidences is not None:
-            rec = self.confidences[self._pick(keys, rounds), :max_draft]
-            w = rec.shape[1]
-            q[:, :w] = np.where(np.isnan(rec), q[:, :w], rec)
-        return g, q
+            conf = np.asarray(self.confidences, dtype=np.float64)[:, :max_draft]
+            builder.ints[kernels.I_CONF_W] = conf.shape[1]
+            builder.floats(kernels.I_O_CONF, conf)
 
     @property
     def has_recorded_confidences(self) -> bool:

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import rng
-
-PROBE_SLOT = 1  # jitter slot of the initial rtt probe at reset (rounds use slot 0)
+from . import kernels
+from .kernels import PROBE_SLOT  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -48,31 +47,90 @@ def lognormal_from_normal(mean: np.ndarray, cv: np.ndarray, z: np.ndarray) -> np
     return mean * np.exp(np.sqrt(s2) * z - 0.5 * s2)
 
 
+def _rows_of(rows: "ChannelRows", idx: np.ndarray | slice) -> np.ndarray:
+    """Row indices of ``idx`` (an index array or a slice over the rows)."""
+    if isinstance(idx, slice):
+        return np.arange(len(rows.state))[idx]
+    return np.asarray(idx, dtype=np.int64).reshape(-1)
+
+
+def _flat(x, n: int, dtype) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)))
+
+
 class Channel:
-    """Interface: see module docstring."""
+    """Interface: see module docstring.
+
+    Subclasses give ``pack`` (their parameters for the compiled kernels of
+    :mod:`specstop_gym.core.kernels`, which the simulator runs) and
+    ``long_run_mean_rtt_ms``; the methods below evaluate the same kernels on arrays
+    (for tests, the oracle and analysis code).
+    """
 
     n_states: int = 1
     kind: str = "base"
 
+    def pack(self, builder: "kernels.ParamBuilder", config=None) -> None:  # pragma: no cover - interface
+        """Write the kind and parameters of the channel (``config``: bytes per token, bandwidth)."""
+        raise NotImplementedError
+
+    def kernel_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(P, I)`` of this channel alone (cached)."""
+        params = self.__dict__.get("_kernel_params")
+        if params is None:
+            params = kernels.pack_model(channel=self)
+            self.__dict__["_kernel_params"] = params
+        return params
+
     def init_rows(self, rows: ChannelRows, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start the paths of rows ``idx`` at time 0 (keys: their episode keys)."""
-        rows.state[idx] = 0
-        rows.next_switch_ms[idx] = np.inf
-        rows.switch_count[idx] = 0
-        rows.offset_ms[idx] = 0.0
+        r = _rows_of(rows, idx)
+        n = len(r)
+        P, I = self.kernel_params()
+        state, count, nxt, off = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n), np.empty(n)
+        kernels.channel_init_array(P, I, _flat(keys, n, np.uint64), state, count, nxt, off)
+        rows.state[r], rows.switch_count[r], rows.next_switch_ms[r], rows.offset_ms[r] = state, count, nxt, off
 
     def state_at(self, rows: ChannelRows, idx: np.ndarray | slice, keys: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
         """Channel state of rows ``idx`` (index array or slice) at times ``t_ms`` (non-decreasing per row)."""
-        return rows.state[idx]
+        r = _rows_of(rows, idx)
+        n = len(r)
+        P, I = self.kernel_params()
+        state, count, nxt = rows.state[r].copy(), rows.switch_count[r].copy(), rows.next_switch_ms[r].copy()
+        out = np.empty(n, np.int64)
+        kernels.channel_state_array(P, I, _flat(keys, n, np.uint64), _flat(t_ms, n, np.float64), state, count, nxt,
+                                    np.ascontiguousarray(rows.offset_ms[r]), out)
+        rows.state[r], rows.switch_count[r], rows.next_switch_ms[r] = state, count, nxt
+        return out
 
-    def sample_rtt(self, rows: ChannelRows, idx: np.ndarray, keys: np.ndarray, t_ms: np.ndarray,
-                   state: np.ndarray, slot: int = 0) -> np.ndarray:
-        """rtt (ms) of a round sent at ``t_ms`` in ``state``."""
-        raise NotImplementedError  # pragma: no cover - interface
+    @staticmethod
+    def _times_and_offsets(rows: ChannelRows | None, idx, t_ms) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(t_ms, dtype=np.float64).reshape(-1)
+        if rows is None or idx is None:
+            return np.ascontiguousarray(t), np.zeros(t.size)
+        off = np.ascontiguousarray(rows.offset_ms[_rows_of(rows, idx)])
+        return np.ascontiguousarray(np.broadcast_to(t, off.shape)), off
 
-    def mean_rtt_ms(self, rows: ChannelRows, idx: np.ndarray, t_ms: np.ndarray, state: np.ndarray) -> np.ndarray:
+    def sample_rtt(self, rows: ChannelRows | None, idx: np.ndarray | slice | None, keys: np.ndarray,
+                   t_ms: np.ndarray, state: np.ndarray | None, slot: int = 0) -> np.ndarray:
+        """rtt (ms) of a round sent at ``t_ms`` in ``state`` (rows: trace offsets; None: offset 0)."""
+        t, off = self._times_and_offsets(rows, idx, t_ms)
+        n = t.size
+        P, I = self.kernel_params()
+        out = np.empty(n)
+        kernels.channel_rtt_array(P, I, _flat(keys, n, np.uint64), t, _flat(0 if state is None else state, n, np.int64),
+                                  off, int(slot), out)
+        return out
+
+    def mean_rtt_ms(self, rows: ChannelRows | None, idx: np.ndarray | slice | None, t_ms: np.ndarray,
+                    state: np.ndarray | None) -> np.ndarray:
         """Mean rtt (ms) the channel has at ``t_ms`` in ``state`` (what a clairvoyant oracle plans with)."""
-        raise NotImplementedError  # pragma: no cover - interface
+        t, off = self._times_and_offsets(rows, idx, t_ms)
+        n = t.size
+        P, I = self.kernel_params()
+        out = np.empty(n)
+        kernels.channel_mean_array(P, I, t, _flat(0 if state is None else state, n, np.int64), off, out)
+        return out
 
     def long_run_mean_rtt_ms(self) -> float:
         """Long-run mean rtt (ms): the stationary delay the stationary oracle uses."""
@@ -85,8 +143,12 @@ class Channel:
             return 0.0
         return bytes_per_token * 8.0 / bandwidth_kbps
 
-    def _slot_index(self, t_ms: np.ndarray, slot_ms: float) -> np.ndarray:
-        return np.floor(t_ms / slot_ms).astype(np.int64)
+
+def _pack_lognormal(builder, cv: float) -> None:
+    s2 = float(np.log1p(cv * cv))
+    builder.scalars[kernels.P_CV] = cv
+    builder.scalars[kernels.P_SD] = np.sqrt(s2)
+    builder.scalars[kernels.P_HALF_VAR] = 0.5 * s2
 
 
 @dataclass(eq=False)
@@ -99,21 +161,14 @@ class IIDChannel(Channel):
     jitter_slot_ms: float = 1.0
     kind: str = "iid"
 
-    def sample_rtt(self, rows, idx, keys, t_ms, state, slot=0):
-        if self.cv == 0:
-            return np.full(np.shape(t_ms), self.mean_ms)
-        j = self._slot_index(t_ms, self.jitter_slot_ms)
-        if self.distribution == "gamma":
-            from scipy.special import gammaincinv
-
-            u = rng.uniform(keys, rng.STREAM_RTT, j, slot)
-            shape = 1.0 / self.cv**2
-            return gammaincinv(shape, u) * self.mean_ms / shape
-        z = rng.normal(keys, rng.STREAM_RTT, j, slot)
-        return lognormal_from_normal(self.mean_ms, self.cv, z)
-
-    def mean_rtt_ms(self, rows, idx, t_ms, state):
-        return np.full(np.shape(t_ms), self.mean_ms)
+    def pack(self, builder, config=None):
+        gamma = self.distribution == "gamma" and self.cv > 0
+        builder.ints[kernels.I_CH_KIND] = kernels.CH_GAMMA if gamma else kernels.CH_IID
+        builder.scalars[kernels.P_MEAN] = self.mean_ms
+        builder.scalars[kernels.P_JITTER_SLOT] = self.jitter_slot_ms
+        _pack_lognormal(builder, float(self.cv))
+        if gamma:
+            builder.scalars[kernels.P_GAMMA_SHAPE] = 1.0 / self.cv ** 2
 
     def long_run_mean_rtt_ms(self) -> float:
         return self.mean_ms
@@ -157,43 +212,22 @@ class MarkovChannel(Channel):
     def stationary(self) -> np.ndarray:
         return np.diff(self._stationary_cdf, prepend=0.0)
 
-    def _holding(self, keys, state, count) -> np.ndarray:
-        u = rng.uniform(keys, rng.STREAM_MARKOV, count, 0)
-        rate = self._rates[state]
-        with np.errstate(divide="ignore"):
-            return np.where(rate > 0, -np.log(u) / np.where(rate > 0, rate, 1.0), np.inf)
-
-    def init_rows(self, rows, idx, keys):
-        u = rng.uniform(keys, rng.STREAM_INIT, np.zeros(len(keys), np.int64))
-        s = np.minimum(np.searchsorted(self._stationary_cdf, u, side="right"), self.n_states - 1)
-        rows.state[idx] = s
-        rows.switch_count[idx] = 0
-        rows.next_switch_ms[idx] = self._holding(keys, s, np.zeros(len(keys), np.int64))
-        rows.offset_ms[idx] = 0.0
-
-    def state_at(self, rows, idx, keys, t_ms):
-        if isinstance(idx, slice):
-            idx = np.arange(len(rows.state))[idx]
-        due = rows.next_switch_ms[idx] <= t_ms
-        while due.any():
-            r = idx[due]
-            k = keys[due]
-            cnt = rows.switch_count[r] + 1
-            u = rng.uniform(k, rng.STREAM_MARKOV, cnt, 1)
-            cdf = self._jump_cdf[rows.state[r]]
-            new = np.minimum((cdf < u[:, None]).sum(axis=1), self.n_states - 1)
-            rows.state[r] = new
-            rows.switch_count[r] = cnt
-            rows.next_switch_ms[r] = rows.next_switch_ms[r] + self._holding(k, new, cnt)
-            due = rows.next_switch_ms[idx] <= t_ms
-        return rows.state[idx]
-
-    def sample_rtt(self, rows, idx, keys, t_ms, state, slot=0):
-        z = rng.normal(keys, rng.STREAM_RTT, self._slot_index(t_ms, self.jitter_slot_ms), slot)
-        return lognormal_from_normal(self.mean_ms[state], self.cv[state], z)
-
-    def mean_rtt_ms(self, rows, idx, t_ms, state):
-        return self.mean_ms[state]
+    def pack(self, builder, config=None):
+        m = self.n_states
+        builder.ints[kernels.I_CH_KIND] = kernels.CH_MARKOV
+        builder.ints[kernels.I_M] = m
+        builder.scalars[kernels.P_JITTER_SLOT] = self.jitter_slot_ms
+        s2 = np.log1p(np.square(self.cv))
+        builder.floats(kernels.I_O_MEAN, self.mean_ms)
+        builder.floats(kernels.I_O_SD, np.sqrt(s2))
+        builder.floats(kernels.I_O_HALF_VAR, 0.5 * s2)
+        builder.floats(kernels.I_O_RATES, self._rates)
+        builder.floats(kernels.I_O_JUMP, self._jump_cdf)
+        builder.floats(kernels.I_O_STAT, self._stationary_cdf)
+        builder.scalars[kernels.P_TX] = 0.0  # the state's bandwidth replaces the scenario's
+        if config is not None and self.bandwidth_kbps is not None and config.bytes_per_token != 0:
+            builder.ints[kernels.I_TX_BY_STATE] = 1
+            builder.floats(kernels.I_O_TX, config.bytes_per_token * 8.0 / self.bandwidth_kbps)
 
     def long_run_mean_rtt_ms(self) -> float:
         return float(self.stationary() @ self.mean_ms)
@@ -231,24 +265,28 @@ class DriftChannel(Channel):
     jitter_slot_ms: float = 1.0
     kind: str = "drift"
 
+    def __post_init__(self) -> None:
+        self.times_ms = np.asarray(self.times_ms, dtype=np.float64)
+        self.means_ms = np.asarray(self.means_ms, dtype=np.float64)
+
+    def pack(self, builder, config=None):
+        builder.ints[kernels.I_CH_KIND] = kernels.CH_DRIFT
+        builder.ints[kernels.I_LINEAR] = int(self.mode == "linear")
+        builder.ints[kernels.I_PERIODIC] = int(self.period_ms is not None)
+        builder.ints[kernels.I_N_PTS] = len(self.times_ms)
+        builder.scalars[kernels.P_PERIOD] = 0.0 if self.period_ms is None else self.period_ms
+        builder.scalars[kernels.P_JITTER_SLOT] = self.jitter_slot_ms
+        _pack_lognormal(builder, float(self.cv))
+        builder.floats(kernels.I_O_PT_T, self.times_ms)
+        builder.floats(kernels.I_O_PT_V, self.means_ms)
+
     def _mean(self, t_ms: np.ndarray) -> np.ndarray:
         t = np.asarray(t_ms, dtype=np.float64)
-        if self.period_ms is not None:
-            t = np.mod(t, self.period_ms)
-        if self.mode == "linear":
-            return np.interp(t, self.times_ms, self.means_ms)
-        i = np.searchsorted(self.times_ms, t, side="right") - 1
-        return self.means_ms[np.clip(i, 0, len(self.means_ms) - 1)]
-
-    def sample_rtt(self, rows, idx, keys, t_ms, state, slot=0):
-        mean = self._mean(t_ms)
-        if self.cv == 0:
-            return mean
-        z = rng.normal(keys, rng.STREAM_RTT, self._slot_index(t_ms, self.jitter_slot_ms), slot)
-        return lognormal_from_normal(mean, self.cv, z)
-
-    def mean_rtt_ms(self, rows, idx, t_ms, state):
-        return self._mean(t_ms)
+        out = np.empty(t.size)
+        P, I = self.kernel_params()
+        kernels.channel_mean_array(P, I, np.ascontiguousarray(t.ravel()), np.zeros(t.size, np.int64),
+                                   np.zeros(t.size), out)
+        return out.reshape(t.shape)
 
     def long_run_mean_rtt_ms(self) -> float:
         end = self.period_ms if self.period_ms is not None else float(self.times_ms[-1]) + 1.0
@@ -282,25 +320,17 @@ class TraceChannel(Channel):
             self.states = np.asarray(self.states, dtype=np.int64)
             self.n_states = int(self.states.max()) + 1
 
-    def _index(self, rows, idx, t_ms):
-        tt = np.mod(rows.offset_ms[idx] + t_ms, self.duration_ms)
-        return np.clip(np.searchsorted(self.times_ms, tt, side="right") - 1, 0, len(self.times_ms) - 1)
-
-    def init_rows(self, rows, idx, keys):
-        super().init_rows(rows, idx, keys)
-        if self.random_offset:
-            rows.offset_ms[idx] = rng.uniform(keys, rng.STREAM_OFFSET, np.zeros(len(keys), np.int64)) * self.duration_ms
-
-    def state_at(self, rows, idx, keys, t_ms):
-        if self.states is None:
-            return np.zeros(np.shape(t_ms), np.int64)
-        return self.states[self._index(rows, idx, t_ms)]
-
-    def sample_rtt(self, rows, idx, keys, t_ms, state, slot=0):
-        return self.rtts_ms[self._index(rows, idx, t_ms)]
-
-    def mean_rtt_ms(self, rows, idx, t_ms, state):
-        return self.rtts_ms[self._index(rows, idx, t_ms)]
+    def pack(self, builder, config=None):
+        builder.ints[kernels.I_CH_KIND] = kernels.CH_TRACE
+        builder.ints[kernels.I_N_PTS] = len(self.times_ms)
+        builder.ints[kernels.I_RANDOM_OFFSET] = int(self.random_offset)
+        builder.scalars[kernels.P_DURATION] = self.duration_ms
+        builder.floats(kernels.I_O_PT_T, self.times_ms)
+        builder.floats(kernels.I_O_PT_V, self.rtts_ms)
+        if self.states is not None:
+            builder.ints[kernels.I_M] = self.n_states
+            builder.ints[kernels.I_HAS_STATES] = 1
+            builder.integers(kernels.I_O_STATES, self.states)
 
     def long_run_mean_rtt_ms(self) -> float:
         w = np.diff(np.append(self.times_ms, self.duration_ms))

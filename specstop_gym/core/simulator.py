@@ -1,7 +1,8 @@
 """The batched simulation core: one place for the dynamics of SPEC 1-3.
 
 :class:`Simulator` advances ``B`` independent rows (environments, seeds or
-agents on common random numbers) with numpy over the batch axis. The
+agents on common random numbers) with compiled kernels (:mod:`.kernels`) that loop
+over the stepped rows. The
 single-environment classes are a batch of one, the vector environments a batch
 of N and the evaluation runner a batch of seeds: no second copy of the dynamics.
 
@@ -27,120 +28,121 @@ a round with ``A = k`` observed ``1..k`` (all accepted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from . import kernels as kn
 from . import rng
 from .acceptance import AcceptanceProcess
-from .channel import PROBE_SLOT, Channel, ChannelRows
+from .channel import Channel, ChannelRows
 from .config import ScenarioConfig
 
 RTT_OBS_SCALE_MS = 1000.0
 """Observations show rtt in seconds (rtt_ms / 1000)."""
 
-_ALL_ROWS = slice(None)
-"""Row selector of an operation on every row, in order."""
 
-
-@dataclass
 class RoundResult:
-    """Outcome of the rounds finished in one call (arrays over the finished rows ``rows``)."""
+    """Outcome of the rounds finished in one call (arrays over the finished rows ``rows``).
 
-    rows: np.ndarray
-    k: np.ndarray
-    accepted: np.ndarray
-    tokens: np.ndarray
-    round_ms: np.ndarray
-    rtt_ms: np.ndarray
-    state: np.ndarray  # channel state at sending
-    start_state: np.ndarray  # channel state (CSI) at the start of the round
-    start_ms: np.ndarray
-    round_index: np.ndarray
-    request_done: np.ndarray
-    episode_done: np.ndarray
+    Fields: ``rows`` (absolute row indices), ``k``, ``accepted`` (``A = min(k, G)``),
+    ``tokens`` (committed), ``round_ms``, ``rtt_ms``, ``state`` (channel state at
+    sending), ``start_state`` (CSI at the start of the round), ``start_ms``,
+    ``round_index``, ``request_done``, ``episode_done``. Columns of two blocks that
+    the simulator's kernel filled; they are views made on first access.
+    """
+
+    __slots__ = ("_ints", "_floats", "__dict__")
+
+    _INT_FIELDS = {"rows": kn.R_ROW, "k": kn.R_K, "accepted": kn.R_ACCEPTED, "tokens": kn.R_TOKENS,
+                   "state": kn.R_STATE, "start_state": kn.R_START_STATE, "round_index": kn.R_ROUND}
+    _BOOL_FIELDS = {"request_done": kn.R_REQ_DONE, "episode_done": kn.R_EP_DONE}
+    _FLOAT_FIELDS = {"round_ms": kn.R_ROUND_MS, "rtt_ms": kn.R_RTT, "start_ms": kn.R_START_MS}
+
+    def __init__(self, ints: np.ndarray, floats: np.ndarray) -> None:
+        self._ints = ints
+        self._floats = floats
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name in RoundResult._INT_FIELDS:
+            value = self._ints[:, RoundResult._INT_FIELDS[name]]
+        elif name in RoundResult._BOOL_FIELDS:
+            value = self._ints[:, RoundResult._BOOL_FIELDS[name]] != 0
+        elif name in RoundResult._FLOAT_FIELDS:
+            value = self._floats[:, RoundResult._FLOAT_FIELDS[name]]
+        else:
+            raise AttributeError(name)
+        self.__dict__[name] = value
+        return value
+
+    def __len__(self) -> int:
+        return self._ints.shape[0]
+
+    def __repr__(self) -> str:
+        return f"RoundResult(rows={self.rows.tolist()}, k={self.k.tolist()}, tokens={self.tokens.tolist()})"
 
 
 class Simulator:
     """Batched simulator of ``batch_size`` episodes of one scenario (see module docstring).
 
-    Performance notes. A single environment is a batch of one, so the number of
-    numpy calls, not their work, sets its speed; the code keeps calls few and cheap
-    *without* a second code path for small batches:
-
-    * the observation is a persistent buffer that the simulator's own methods
-      update only where something changed (a draft step touches two entries of the
-      stepped rows, a finished round the rows that finished); code that writes the
-      state arrays directly must call :meth:`refresh_observation`;
-    * when every row is stepped, in order, the state arrays are used whole (no
-      views, no fancy indexing);
-    * values that only depend on small integers (``k * draft_ms``, the censored
-      feedback of ``(k, A)``, ``position / K``) come from tables of ``K + 2`` rows at
-      most, computed once with the same numpy expressions, so they are the same bits;
-    * constants are 0-d arrays (numpy applies a ufunc to an array and a Python
-      scalar markedly slower than to two arrays); rare events (a request ending, a
-      block of acceptance draws running out) take a branch of their own.
+    The state lives in three arrays that the compiled kernels
+    (:mod:`specstop_gym.core.kernels`) update in place, one loop over the stepped
+    rows per call: ``S`` (int64 columns), ``F`` (float64 columns, then the censored
+    feedback counts and the current round's confidences) and the observation buffer.
+    The attributes ``t_ms``, ``csi``, ``position``, ``risk``, ``q``, ... are views of
+    their columns. Code that writes them directly must call :meth:`refresh_observation`.
+    A single environment is a batch of one over the same kernels (no second code path).
     """
 
     def __init__(self, config: ScenarioConfig, acceptance: AcceptanceProcess, channel: Channel,
                  batch_size: int = 1) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.config = config
         self.acceptance = acceptance
         self.channel = channel
         self.batch_size = b = int(batch_size)
         self.max_draft = k = config.max_draft
-        self.n_states = m = channel.n_states
+        self.n_states = channel.n_states
         self.has_signal = config.confidence_sigma is not None
-        self.keys = np.zeros(b, np.uint64)
-        self.t_ms = np.zeros(b)
-        self.round_idx = np.zeros(b, np.int64)
-        self.tokens_left = np.zeros(b, np.int64)
-        self.request_idx = np.zeros(b, np.int64)
-        self.request_start_ms = np.zeros(b)
-        self.position = np.ones(b, np.int64)
-        self.g = np.zeros(b, np.int64)
-        self.q = np.zeros((b, k)) if self.has_signal else None
-        self.last_rtt_ms = np.zeros(b)
-        self.csi = np.zeros(b, np.int64)
-        # censored-feedback counts: risk (positions observed) and acc (positions accepted) are
-        # the two planes of one array, so that one call updates both
-        self._risk_acc = np.zeros((b, 2, k))
-        self.episode_time_ms = np.zeros(b)
-        self.episode_tokens = np.zeros(b, np.int64)
-        self.done = np.ones(b, bool)
-        self.rows = ChannelRows.empty(b)
-        # acceptance draws are pure functions of (key, round): computed for a block of rounds at
-        # once; _cache_ptr is the flat index (row * block + round offset) of each row's current round
-        self._block = max(2, min(64, 65536 // b))
-        self._g_cache = np.zeros((b, self._block), np.int64)
-        self._q_cache = np.zeros((b, self._block, k)) if self.has_signal else None
-        self._cache_start = np.zeros(b, np.int64)
-        self._all = np.arange(b)
-        self._cache_ptr = self._all * self._block
-        self._cache_end = self._cache_ptr + self._block
-        self._positions = np.arange(1, k + 1)
-        self._build_tables()
+        self._P, self._I = kn.pack_model(config, acceptance, channel)
+        self._S = np.zeros((b, kn.S_COLS), np.int64)
+        self._F = np.zeros((b, kn.F_COLS + 3 * k))
+        self._S[:, kn.S_DONE] = 1
+        self._S[:, kn.S_POS] = 1
+        self._S[:, kn.S_LEFT] = 0
         self._obs = np.zeros((b, self.obs_dim), np.float32)
+        # per-call output buffers of the kernels (overwritten by the next step; see step_token_rows)
+        self.out_ints = self._RI = np.zeros((b, kn.R_INT_COLS), np.int64)
+        self.out_floats = self._RF = np.zeros((b, kn.R_FLOAT_COLS))
+        self.out_step_ms = self._step_ms = np.zeros(b)
+        self.out_forced = self._forced = np.zeros(b, bool)
+        self._all = np.arange(b)
+        self.state_ints, self.state_floats, self.obs_buffer = self._S, self._F, self._obs  # columns: kernels.S_*, F_*
+        self.kernel_params, self.kernel_ints = self._P, self._I
         self._make_views()
         self.refresh_observation()
 
-    _VIEWS = ("risk", "acc", "_g_flat", "_q_flat", "_obs_position", "_obs_rtt", "_obs_confidence",
-              "_obs_estimate", "_obs_tokens")
+    _VIEWS = ("keys", "t_ms", "round_idx", "tokens_left", "request_idx", "request_start_ms", "position", "g", "q",
+              "last_rtt_ms", "csi", "risk", "acc", "episode_time_ms", "episode_tokens", "rows")
 
     def _make_views(self) -> None:
-        """Views into the state arrays (rebuilt after unpickling: pickle copies views apart)."""
-        m, k = self.n_states, self.max_draft
-        self.risk = self._risk_acc[:, 0]  # positions observed (censored feedback)
-        self.acc = self._risk_acc[:, 1]  # positions accepted
-        self._g_flat = self._g_cache.reshape(-1)  # (row, offset) -> row * block + offset
-        self._q_flat = self._q_cache.reshape(-1, k) if self.has_signal else None
-        self._obs_position = self._obs[:, 0]
-        self._obs_rtt = self._obs[:, 1]
-        self._obs_confidence = self._obs[:, 2 + m]
-        self._obs_estimate = self._obs[:, 3 + m:3 + m + k]
-        self._obs_tokens = self._obs[:, 3 + m + k]
+        """Named views of the state columns (rebuilt after unpickling: pickle copies views apart)."""
+        S, F, k = self._S, self._F, self.max_draft
+        self.keys = S[:, kn.S_KEY].view(np.uint64)
+        self.round_idx = S[:, kn.S_ROUND]
+        self.tokens_left = S[:, kn.S_LEFT]
+        self.request_idx = S[:, kn.S_REQ]
+        self.position = S[:, kn.S_POS]
+        self.g = S[:, kn.S_G]
+        self.csi = S[:, kn.S_CSI]
+        self.episode_tokens = S[:, kn.S_EP_TOKENS]
+        self.t_ms = F[:, kn.F_T]
+        self.request_start_ms = F[:, kn.F_REQ_START]
+        self.last_rtt_ms = F[:, kn.F_LAST_RTT]
+        self.episode_time_ms = F[:, kn.F_EP_TIME]
+        self.risk = F[:, kn.F_COLS:kn.F_COLS + k]  # positions observed (censored feedback)
+        self.acc = F[:, kn.F_COLS + k:kn.F_COLS + 2 * k]  # positions accepted
+        self.q = F[:, kn.F_COLS + 2 * k:kn.F_COLS + 3 * k] if self.has_signal else None
+        self.rows = ChannelRows(S[:, kn.S_CH_STATE], F[:, kn.F_NEXT_SWITCH], S[:, kn.S_SWITCHES], F[:, kn.F_OFFSET])
 
     def __getstate__(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key not in self._VIEWS}
@@ -149,165 +151,37 @@ class Simulator:
         self.__dict__.update(state)
         self._make_views()
 
-    def _build_tables(self) -> None:
-        """Constants and lookup tables of the hot paths (see the class docstring)."""
-        cfg, b, k, m = self.config, self.batch_size, self.max_draft, self.n_states
-        ks = np.arange(k + 1)
-        # censored feedback of a round with draft k and A accepted (the running estimate):
-        # positions 1..min(A + 1, k) observed, 1..A accepted; [k, A, (risk, acc), position]
-        seen = self._positions[None, None, :] <= np.minimum(ks[None, :, None] + 1, ks[:, None, None])
-        acc = seen & (self._positions[None, None, :] <= ks[None, :, None])
-        self._feedback = np.stack([seen, acc], axis=2).astype(np.float64)
-        self._draft_time = ks * cfg.draft_ms  # [k] -> k * draft_ms
-        self._draft_time_before = (ks - 1) * cfg.draft_ms  # [k] -> (k - 1) * draft_ms
-        # k * (draft_ms + verify_per_token_ms + tx) when the transmission time does not depend on the state
-        tx = self.channel.tx_ms_per_token(np.zeros(1, np.int64), cfg.bytes_per_token, cfg.bandwidth_kbps)
-        self._marginal_time = (ks * (cfg.draft_ms + cfg.verify_per_token_ms + tx)
-                               if isinstance(tx, float) else None)
-        self._verify_base_ms = np.array(cfg.verify_base_ms)
-        self._position_frac = np.arange(k + 2) / k  # [position] -> position / K
-        self._n_tokens = np.array(float(cfg.n_tokens))  # tokens_left / n_tokens divides doubles either way
-        self._rtt_scale = np.array(RTT_OBS_SCALE_MS)
-        self._estimate_prior = np.array([2.0, 1.0])[:, None]  # (risk + 2, acc + 1)
-        self._masks_by_position = np.stack([np.arange(k + 2) < k, np.ones(k + 2, bool)], axis=1)
-        self._csi_one_hot = np.eye(m, dtype=np.float32)
-        self._draft_ms_row = np.full(b, cfg.draft_ms)
-        self._no_stop = np.zeros(b, bool)
-        self._zero = np.array(0)
-        self._one = np.array(1)
-        self._max_draft = np.array(k)
+    @property
+    def done(self) -> np.ndarray:
+        """Episode finished, per row (bool, a new array)."""
+        return self._S[:, kn.S_DONE] != 0
 
-    def _address(self, idx: np.ndarray) -> np.ndarray | slice:
-        """``_ALL_ROWS`` (``slice(None)``) when ``idx`` lists every row in order (the state arrays
-        are then used whole instead of fancy-indexed), else ``idx``."""
-        n = len(idx)
-        if n == self.batch_size and (n == 1 or idx is self._all or bool(np.all(idx[1:] > idx[:-1]))):
-            return _ALL_ROWS
-        return idx
+    def _row_array(self, idx) -> np.ndarray:
+        rows = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise IndexError(f"row indices must be in 0..{self.batch_size - 1}, got {rows.tolist()}")
+        return rows
 
     # ------------------------------------------------------------------ reset
     def reset_rows(self, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start new episodes in rows ``idx`` with episode keys ``keys``."""
-        idx = np.asarray(idx, dtype=np.int64)
-        keys = np.asarray(keys, dtype=np.uint64)
-        self.keys[idx] = keys
-        self.t_ms[idx] = 0.0
-        self.round_idx[idx] = 0
-        self.tokens_left[idx] = self.config.n_tokens
-        self.request_idx[idx] = 0
-        self.request_start_ms[idx] = 0.0
-        self._risk_acc[idx] = 0.0
-        self.episode_time_ms[idx] = 0.0
-        self.episode_tokens[idx] = 0
-        self.done[idx] = False
-        self._fill_cache(idx)
-        self.channel.init_rows(self.rows, idx, keys)
-        zero = np.zeros(len(idx))
-        state = self.channel.state_at(self.rows, idx, keys, zero)
-        self.csi[idx] = state
-        self.last_rtt_ms[idx] = self.channel.sample_rtt(self.rows, idx, keys, zero, state, slot=PROBE_SLOT)
-        self._begin_rounds(idx)
-        self.refresh_observation(idx)
-
-    def _fill_cache(self, idx: np.ndarray) -> None:
-        """Draw the acceptance of rounds round_idx .. round_idx + block - 1 for rows idx."""
-        blk, k = self._block, self.max_draft
-        start = self.round_idx[idx]
-        rounds = (start[:, None] + np.arange(blk)[None, :]).ravel()
-        keys = np.repeat(self.keys[idx], blk)
-        g, q = self.acceptance.draw_with_signal(keys, rounds, k, self.config.confidence_sigma)
-        self._g_cache[idx] = g.reshape(-1, blk)
-        if q is not None:
-            self._q_cache[idx] = q.reshape(-1, blk, k)
-        self._cache_start[idx] = start
-        self._cache_ptr[idx] = self._all[idx] * blk
-
-    def _begin_rounds(self, ix: np.ndarray | slice) -> None:
-        """Start the rounds of rows ``ix`` (round index already set): their acceptance draws, position 1."""
-        if ix is _ALL_ROWS:
-            ptr = self._cache_ptr
-            stale = ptr >= self._cache_end
-        else:
-            ptr = self._cache_ptr[ix]
-            stale = ptr >= self._cache_end[ix]
-        if np.count_nonzero(stale):
-            self._fill_cache(self._all[ix][stale])
-            ptr = self._cache_ptr[ix]
-        self.g[ix] = self._g_flat.take(ptr)
-        if self.has_signal:
-            self.q[ix] = self._q_flat.take(ptr, axis=0)
-        self.position[ix] = 1
+        rows = self._row_array(idx)
+        keys = np.ascontiguousarray(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape))
+        kn.reset_rows(self._S, self._F, self._obs, self._P, self._I, rows, keys)
 
     # ------------------------------------------------------------------ rounds
+    def round_result(self, n: int) -> RoundResult:
+        """The ``n`` rounds finished by the last step, from the output buffers (copied)."""
+        return RoundResult(self._RI[:n].copy(), self._RF[:n].copy())
+
     def finish_rounds(self, idx: np.ndarray, k: np.ndarray) -> RoundResult:
         """Send drafts of length ``k`` (1..K) from rows ``idx`` and complete their rounds."""
-        cfg = self.config
-        channel = self.channel
-        rows_out = idx
-        ix = self._address(idx)
-        full = ix is _ALL_ROWS
-        if full:  # every row, in order: the state arrays themselves (no views, no gathers)
-            keys, t0, start_state, g, left = self.keys, self.t_ms.copy(), self.csi.copy(), self.g, self.tokens_left
-        else:
-            keys, t0, start_state, g, left = self.keys[ix], self.t_ms[ix], self.csi[ix], self.g[ix], self.tokens_left[ix]
-        t_send = t0 + self._draft_time.take(k)  # t0 + k * draft_ms
-        state = channel.state_at(self.rows, ix, keys, t_send)
-        rtt = channel.sample_rtt(self.rows, ix, keys, t_send, state)
-        if self._marginal_time is not None:
-            marginal = self._marginal_time.take(k)
-        else:
-            tx = channel.tx_ms_per_token(state, cfg.bytes_per_token, cfg.bandwidth_kbps)
-            marginal = k * (cfg.draft_ms + cfg.verify_per_token_ms + tx)
-        round_ms = marginal + rtt + self._verify_base_ms
-        accepted = np.minimum(k, g)
-        tokens = np.minimum(accepted + self._one, left)
-        feedback = self._feedback[k, accepted]  # censored feedback for the running estimate
-        t1 = t0 + round_ms
-        left = left - tokens
-        request_done = left == self._zero
-        round_index = self.round_idx.copy() if full else self.round_idx[ix]
-        if full:
-            self._risk_acc += feedback
-            self.episode_time_ms += round_ms
-            self.episode_tokens += tokens
-            self.round_idx += self._one
-            self._cache_ptr += self._one
-        else:
-            self._risk_acc[ix] += feedback
-            self.episode_time_ms[ix] += round_ms
-            self.episode_tokens[ix] += tokens
-            self.round_idx[ix] = round_index + self._one
-            self._cache_ptr[ix] += self._one
-        self.t_ms[ix] = t1
-        self.last_rtt_ms[ix] = rtt
-        if np.count_nonzero(request_done):
-            req = self.request_idx[ix] + request_done
-            episode_done = req >= cfg.requests_per_episode
-            self.request_idx[ix] = req
-            self.tokens_left[ix] = np.where(request_done & ~episode_done, cfg.n_tokens, left)
-            self.request_start_ms[ix] = np.where(request_done, t1, self.request_start_ms[ix])
-        else:  # no request ended: request counters and start times stay
-            episode_done = request_done.copy()
-            self.tokens_left[ix] = left
-        self.done[ix] = episode_done
-        self.csi[ix] = channel.state_at(self.rows, ix, keys, t1)
-        self._begin_rounds(ix)
-        self.refresh_observation(ix)
-        return RoundResult(rows_out, k, accepted, tokens, round_ms, rtt, state, start_state, t0, round_index,
-                           request_done, episode_done)
-
-    def _advance(self, ix: np.ndarray | slice) -> None:
-        """Draft one more token in rows ``ix`` (position + 1; observation: position, confidence)."""
-        if ix is _ALL_ROWS:
-            self.position += self._one
-            pos = self.position
-            self._obs_position[...] = self._position_frac.take(pos)
-        else:
-            self.position[ix] += self._one
-            pos = self.position[ix]
-            self._obs_position[ix] = self._position_frac.take(pos)
-        if self.has_signal:
-            self._obs_confidence[ix] = self.q[self._all[ix], pos - self._one]
+        rows = self._row_array(idx)
+        ks = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), rows.shape))
+        n = kn.step_round(self._S, self._F, self._obs, self._P, self._I, rows, ks, self._RI, self._RF)
+        if n < 0:
+            raise ValueError(f"draft lengths must be in 1..{self.max_draft}, got {ks.tolist()}")
+        return self.round_result(n)
 
     def step_token(self, action: np.ndarray, rows: np.ndarray | None = None
                    ) -> tuple[np.ndarray, RoundResult | None, np.ndarray]:
@@ -316,40 +190,35 @@ class Simulator:
         Drafting at position ``max_draft`` is a forced stop. Returns (step_ms per
         stepped row, the finished rounds or None, forced-stop mask per stepped row).
         A round's steps sum to ``T(k)``: each draft step takes ``draft_ms``, the stop
-        step the rest. ``RoundResult.rows`` holds absolute row indices.
+        step the rest ``T(k) - (k - 1) * draft_ms``. ``RoundResult.rows`` holds absolute
+        row indices, in the order of ``rows``.
         """
-        if rows is None:
-            idx, pos = self._all, self.position
-        else:
-            idx, pos = rows, self.position[rows]
-        n = len(idx)
-        action = np.asarray(action)
-        send = action == self._one
-        stop = send | (pos >= self._max_draft)
-        n_stop = np.count_nonzero(stop)
-        if not n_stop:  # every stepped row drafts: only the position moves
-            self._advance(_ALL_ROWS if rows is None else self._address(idx))
-            if n == self.batch_size:
-                return self._draft_ms_row.copy(), None, self._no_stop.copy()
-            return self._draft_ms_row[:n].copy(), None, self._no_stop[:n].copy()
-        forced = np.greater(stop, send)  # stop & ~send
-        if n_stop == n:
-            fin, k = idx, pos.copy()
-        else:
-            self._advance(idx[~stop])
-            fin = idx[stop]
-            k = self.position[fin]
-        result = self.finish_rounds(fin, k)
-        rest = result.round_ms - self._draft_time_before.take(k)  # T(k) - (k - 1) * draft_ms
-        if n_stop == n:
-            return rest, result, forced
-        step_ms = self._draft_ms_row[:n].copy()
-        step_ms[stop] = rest
-        return step_ms, result, forced
+        rows = self._all if rows is None else self._row_array(rows)
+        actions = np.ascontiguousarray(np.broadcast_to(np.asarray(action, dtype=np.int64), rows.shape))
+        m = len(rows)
+        n = kn.step_token(self._S, self._F, self._obs, self._P, self._I, rows, actions, self._RI, self._RF,
+                          self._step_ms, self._forced)
+        return self._step_ms[:m].copy(), (self.round_result(n) if n else None), self._forced[:m].copy()
+
+    def step_token_rows(self, rows: np.ndarray, actions: np.ndarray) -> int:
+        """Unchecked token-level step for the environments' hot path; returns the number ``n``
+        of finished rounds.
+
+        ``rows``: int64, C-contiguous, distinct valid row indices; ``actions``: int64 of the
+        same length. Results are in the reused buffers: ``out_step_ms[:len(rows)]``,
+        ``out_forced[:len(rows)]``, and the finished rounds in ``out_ints[:n]`` /
+        ``out_floats[:n]`` (columns ``kernels.R_*``), valid until the next step.
+        """
+        return kn.step_token(self._S, self._F, self._obs, self._P, self._I, rows, actions, self._RI, self._RF,
+                             self._step_ms, self._forced)
+
+    def step_round_rows(self, rows: np.ndarray, ks: np.ndarray) -> int:
+        """Unchecked round-level step (see :meth:`step_token_rows`); ``ks`` int64 in 1..K."""
+        return kn.step_round(self._S, self._F, self._obs, self._P, self._I, rows, ks, self._RI, self._RF)
 
     def step_round(self, k: np.ndarray, rows: np.ndarray | None = None) -> RoundResult:
         """Round-level step of rows ``rows`` (default all) with draft lengths ``k`` (1..K)."""
-        return self.finish_rounds(self._all if rows is None else rows, np.asarray(k, dtype=np.int64))
+        return self.finish_rounds(self._all if rows is None else rows, k)
 
     # ------------------------------------------------------------ observation
     @property
@@ -360,26 +229,24 @@ class Simulator:
         """Posterior-mean conditional acceptance per position, shape (B, K)."""
         return (self.acc + 1.0) / (self.risk + 2.0)
 
+    def confidence(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Confidence q of the latest drafted token per row (nan without a signal)."""
+        rows = self._all if rows is None else np.asarray(rows, dtype=np.int64)
+        if not self.has_signal:
+            return np.full(len(rows), np.nan)
+        return self.q[rows, self.position[rows] - 1]
+
     def refresh_observation(self, ix: np.ndarray | slice | None = None) -> None:
         """Recompute the observation buffer of rows ``ix`` (default all) from the state arrays.
 
         The simulator's methods call it themselves; call it after writing state arrays
         (``position``, ``last_rtt_ms``, ``csi``, ``acc``, ``risk``, ``tokens_left``, ``q``) directly.
         """
-        if ix is None or ix is _ALL_ROWS:
-            ix = _ALL_ROWS
-            pos, rtt, risk_acc, left = self.position, self.last_rtt_ms, self._risk_acc, self.tokens_left
+        if ix is None or isinstance(ix, slice):
+            rows = self._all if ix is None else self._all[ix]
         else:
-            pos, rtt, risk_acc, left = self.position[ix], self.last_rtt_ms[ix], self._risk_acc[ix], self.tokens_left[ix]
-        self._obs_position[ix] = self._position_frac.take(pos)
-        if self.has_signal:
-            self._obs_confidence[ix] = self.q[self._all[ix], pos - self._one]
-        self._obs_rtt[ix] = rtt / self._rtt_scale
-        if self.config.csi_observable:
-            self._obs[ix, 2:2 + self.n_states] = self._csi_one_hot[self.csi[ix]]
-        est = risk_acc + self._estimate_prior  # (risk + 2, acc + 1)
-        self._obs_estimate[ix] = est[:, 1] / est[:, 0]
-        self._obs_tokens[ix] = left.astype(np.float64) / self._n_tokens
+            rows = self._row_array(ix)
+        kn.refresh_rows(self._S, self._F, self._obs, self._P, self._I, np.ascontiguousarray(rows))
 
     def observe(self, token_level: bool) -> np.ndarray:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
@@ -396,7 +263,9 @@ class Simulator:
 
     def action_masks(self) -> np.ndarray:
         """Token-level valid actions (B, 2): [draft another, stop]; draft is invalid at max_draft."""
-        return self._masks_by_position.take(self.position, axis=0)
+        out = np.empty((self.batch_size, 2), bool)
+        kn.action_masks(self._S, self._I, out)
+        return out
 
     def per_token_latency_ms(self) -> np.ndarray:
         """Episode time over episode tokens so far, ms/token (nan before the first token)."""

@@ -7,9 +7,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ..core import kernels as kn
 from ..core.config import ScenarioConfig
 from ._face import (RewardModel, build_simulator, episode_keys, observation_fields, observation_space,
-                    resolve_config, round_info)
+                    resolve_config)
 
 _ZERO = np.zeros(1, np.int64)
 
@@ -43,6 +44,10 @@ class SingleFace(gym.Env):
         self._sim_args = _constant_rows(range(2) if self.token_level else range(1, self.config.max_draft + 1))
         self._running = False
         self._last_round: dict[str, Any] | None = None
+        self._max_draft = self.config.max_draft
+        self._confidence_col = 2 + self.sim.n_states
+        self._mask_open = np.array([True, True])  # [draft, stop] below max_draft
+        self._mask_full = np.array([False, True])  # at max_draft: stop only
 
     # -------------------------------------------------------------- protocol
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -50,33 +55,47 @@ class SingleFace(gym.Env):
         self.sim.reset_rows(_ZERO, episode_keys(self.np_random, 1))
         self._running = True
         self._last_round = None
-        return self.sim.observe(self.token_level)[0], self._info()
+        return self._observe(), self._info()
 
     def step(self, action: Any):
         if not self._running:
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = self._validate_action(action)
         sim = self.sim
+        # the kernels' unchecked batch-of-one path: row 0, a constant action array
         if self.token_level:
-            step_ms, result, forced = sim.step_token(self._sim_args[a])
-            forced_stop = bool(forced[0])
+            finished = sim.step_token_rows(_ZERO, self._sim_args[a])
+            step_ms = sim.out_step_ms.item(0)
         else:
-            result = sim.step_round(self._sim_args[a])
-            step_ms, forced_stop = result.round_ms, False
-        tokens = result.tokens.item(0) if result is not None else 0
-        reward = float(self.reward_model(step_ms.item(0), tokens))
-        terminated = bool(sim.done[0])
-        info = self._info()
-        if result is not None:
-            self._last_round = info["round"] = round_info(result, 0)
-        if forced_stop:
-            info["forced_stop"] = True
+            finished = sim.step_round_rows(_ZERO, self._sim_args[a])
+            step_ms = sim.out_floats.item(kn.R_ROUND_MS)
+        state = sim.state_ints[0].tolist()
+        info = self._info(state)
+        tokens = 0
+        if finished:
+            ri = sim.out_ints[0].tolist()
+            rf = sim.out_floats[0].tolist()
+            tokens = ri[kn.R_TOKENS]
+            self._last_round = info["round"] = {
+                "k": ri[kn.R_K], "accepted": ri[kn.R_ACCEPTED], "tokens": tokens, "round_ms": rf[kn.R_ROUND_MS],
+                "rtt_ms": rf[kn.R_RTT], "channel_state": ri[kn.R_STATE]}
+            if self.token_level and sim.out_forced[0]:
+                info["forced_stop"] = True
+        reward = float(self.reward_model(step_ms, tokens))
+        terminated = state[kn.S_DONE] != 0
         if terminated:
             self._running = False
             info["per_token_latency_ms"] = float(self.sim.per_token_latency_ms()[0])
             info["episode_time_ms"] = float(self.sim.episode_time_ms[0])
             info["episode_tokens"] = int(self.sim.episode_tokens[0])
-        return sim.observe(self.token_level)[0], reward, terminated, False, info
+        return self._observe(), reward, terminated, False, info
+
+    def _observe(self) -> np.ndarray:
+        obs = self.sim.obs_buffer[0].copy()
+        if not self.token_level:
+            obs[0] = 0.0
+            obs[self._confidence_col] = 0.0
+        return obs
 
     def _validate_action(self, action: Any) -> int:
         try:
@@ -89,12 +108,15 @@ class SingleFace(gym.Env):
             raise ValueError(f"invalid action {action!r}: must be {what}")
         return a
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self, state: list[int] | None = None) -> dict[str, Any]:
+        """Per-step info from the row's integer state (``state_ints[0]`` as a list)."""
         sim = self.sim
-        info: dict[str, Any] = {"channel_state": sim.csi.item(0), "time_ms": sim.t_ms.item(0),
-                                "tokens_left": sim.tokens_left.item(0)}
+        if state is None:
+            state = sim.state_ints[0].tolist()
+        info: dict[str, Any] = {"channel_state": state[kn.S_CSI], "time_ms": sim.state_floats.item(kn.F_T),
+                                "tokens_left": state[kn.S_LEFT]}
         if self.token_level:
-            info["action_mask"] = sim.action_masks()[0]
+            info["action_mask"] = (self._mask_open if state[kn.S_POS] < self._max_draft else self._mask_full).copy()
         return info
 
     def action_masks(self) -> np.ndarray:

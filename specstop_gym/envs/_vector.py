@@ -37,6 +37,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from ..core import kernels as kn
 from ..core.config import ScenarioConfig
 from ..core.simulator import RoundResult
 from ._face import (
@@ -111,7 +112,7 @@ class VectorFace(VectorEnv):
         self._started = False
         self._all = np.arange(n)
         self._n_actions = int(self.single_action_space.n)
-        self._true4 = np.ones((4, n), bool)
+        self._no_round = (np.zeros((4, 0), np.int64), np.zeros((2, 0)), np.zeros((7, 0), bool))
 
     # -------------------------------------------------------------- protocol
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
@@ -147,61 +148,60 @@ class VectorFace(VectorEnv):
         n = self.num_envs
         sim = self.sim
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
-        resetting = active = None  # None: every row is stepped
+        resetting = None
+        rows = self._all
         if next_step and self._autoreset.any():
             resetting = np.flatnonzero(self._autoreset)
-            active = np.flatnonzero(~self._autoreset)
+            rows = np.flatnonzero(~self._autoreset)
             self._reset_rows(resetting)
-            a = a[active]
-        result: RoundResult | None = None
+            a = a[rows]
+        m = len(rows)
+        fin = 0
         forced = _EMPTY
-        if active is None:
+        if m:  # the kernels' unchecked path: rows and actions validated above
             if self.token_level:
-                step_ms, result, forced_rows = sim.step_token(a)
+                fin = sim.step_token_rows(rows, a)
+                forced_rows = sim.out_forced[:m]
                 if forced_rows.any():
-                    forced = np.flatnonzero(forced_rows)
+                    forced = rows[forced_rows]
+                ms = sim.out_step_ms[:m]
             else:
-                result = sim.step_round(a + 1)
-                step_ms = result.round_ms
+                fin = sim.step_round_rows(rows, a + 1)
+                ms = sim.out_floats[:m, kn.R_ROUND_MS]
+        if m == n:
+            step_ms = ms
             self._steps += 1
         else:
             step_ms = np.zeros(n)
-            if len(active):
-                if self.token_level:
-                    ms, result, forced_rows = sim.step_token(a, active)
-                    forced = active[forced_rows]
-                else:
-                    result = sim.step_round(a + 1, active)
-                    ms = result.round_ms
-                step_ms[active] = ms
-                self._steps[active] += 1
-        if result is not None and not len(result.rows):
-            result = None
-        if result is None:
-            tokens = np.zeros(n, np.int64)
-        elif len(result.rows) == n:
-            tokens = result.tokens
+            if m:
+                step_ms[rows] = ms
+                self._steps[rows] += 1
+        if self.reward_model.mode == "latency":
+            rewards = self.reward_model(step_ms, 0)
         else:
             tokens = np.zeros(n, np.int64)
-            tokens[result.rows] = result.tokens
-        rewards = np.asarray(self.reward_model(step_ms, tokens), dtype=np.float64)
+            tokens[sim.out_ints[:fin, kn.R_ROW]] = sim.out_ints[:fin, kn.R_TOKENS]
+            rewards = self.reward_model(step_ms, tokens)
+        rewards = np.asarray(rewards, dtype=np.float64)
         if resetting is not None:
             rewards[resetting] = 0.0
-        terminated = sim.done.copy()
+        terminated = sim.done
         if self.max_episode_steps is None:
             truncated = np.zeros(n, bool)
-            ended_mask = terminated.copy()
+            ended_mask = terminated
         else:
             truncated = self._steps >= self.max_episode_steps
             ended_mask = terminated | truncated
         obs = sim.observe(self.token_level)
         done_rows = np.flatnonzero(terminated) if terminated.any() else _EMPTY
-        if next_step or not ended_mask.any():
-            info = self._info(None, result, forced, done_rows)
+        any_ended = bool(ended_mask.any())
+        if next_step or not any_ended:
+            info = self._step_info(fin, forced, done_rows)
             if next_step:
-                self._autoreset = ended_mask
+                self._autoreset = ended_mask.copy()
             return obs, rewards, terminated, truncated, info
         # SAME_STEP with finished rows: final obs/info of those rows, then reset them
+        result = sim.round_result(fin) if fin else None
         ended = np.flatnonzero(ended_mask)
         final_rows = obs[ended]
         final_obs = np.full(n, None, dtype=object)
@@ -214,6 +214,47 @@ class VectorFace(VectorEnv):
         info["final_obs"], info["_final_obs"] = final_obs, ended_mask
         info["final_info"], info["_final_info"] = final_info, ended_mask.copy()
         return obs, rewards, terminated, truncated, info
+
+    def _step_info(self, fin: int, forced: np.ndarray, done_rows: np.ndarray) -> dict[str, Any]:
+        """The info of a step in which every row has the per-step entries (one kernel call fills
+        them and the ``fin`` finished rounds); same content as :meth:`_info` with ``base_rows=None``."""
+        n = self.num_envs
+        sim = self.sim
+        ints = np.empty((2, n), np.int64)
+        times = np.empty(n)
+        masks = np.empty((n, 2) if self.token_level else (0, 2), bool)
+        present = np.ones((4, n), bool)
+        if fin:
+            r_ints = np.zeros((4, n), np.int64)
+            r_floats = np.zeros((2, n))
+            r_masks = np.zeros((7, n), bool)
+        else:
+            r_ints, r_floats, r_masks = self._no_round
+        kn.vector_info(sim.state_ints, sim.state_floats, sim.kernel_ints, sim.out_ints, fin, ints, times, masks,
+                       r_ints, r_floats, sim.out_floats, r_masks)
+        info: dict[str, Any] = {"channel_state": ints[0], "_channel_state": present[0], "time_ms": times,
+                                "_time_ms": present[1], "tokens_left": ints[1], "_tokens_left": present[2]}
+        if self.token_level:
+            info["action_mask"], info["_action_mask"] = masks, present[3]
+        if fin:
+            info["round"] = {"k": r_ints[0], "_k": r_masks[0], "accepted": r_ints[1], "_accepted": r_masks[1],
+                             "tokens": r_ints[2], "_tokens": r_masks[2], "round_ms": r_floats[0],
+                             "_round_ms": r_masks[3], "rtt_ms": r_floats[1], "_rtt_ms": r_masks[4],
+                             "channel_state": r_ints[3], "_channel_state": r_masks[5]}
+            info["_round"] = r_masks[6]
+        if len(forced):
+            info["forced_stop"], info["_forced_stop"] = _put(n, forced, True, bool)
+        if len(done_rows):
+            self._add_episode_totals(info, done_rows)
+        return info
+
+    def _add_episode_totals(self, info: dict[str, Any], d: np.ndarray) -> None:
+        n = self.num_envs
+        sim = self.sim
+        info["per_token_latency_ms"], info["_per_token_latency_ms"] = _put(
+            n, d, sim.per_token_latency_ms()[d], np.float64)
+        info["episode_time_ms"], info["_episode_time_ms"] = _put(n, d, sim.episode_time_ms[d], np.float64)
+        info["episode_tokens"], info["_episode_tokens"] = _put(n, d, sim.episode_tokens[d], np.int64)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions per row, shape (N, n_actions): token level [draft, stop], round level all k."""
@@ -284,7 +325,7 @@ class VectorFace(VectorEnv):
         sim = self.sim
         info: dict[str, Any] = {}
         if base_rows is None:
-            masks = self._true4.copy()  # one allocation; each entry gets its own row
+            masks = np.ones((4, n), bool)  # one allocation; each entry gets its own row
             info["channel_state"], info["_channel_state"] = sim.csi.astype(np.int64), masks[0]
             info["time_ms"], info["_time_ms"] = sim.t_ms.astype(np.float64), masks[1]
             info["tokens_left"], info["_tokens_left"] = sim.tokens_left.astype(np.int64), masks[2]
@@ -328,9 +369,5 @@ class VectorFace(VectorEnv):
         if len(forced):
             info["forced_stop"], info["_forced_stop"] = _put(n, forced, True, bool)
         if len(done_rows):
-            d = done_rows
-            info["per_token_latency_ms"], info["_per_token_latency_ms"] = _put(
-                n, d, sim.per_token_latency_ms()[d], np.float64)
-            info["episode_time_ms"], info["_episode_time_ms"] = _put(n, d, sim.episode_time_ms[d], np.float64)
-            info["episode_tokens"], info["_episode_tokens"] = _put(n, d, sim.episode_tokens[d], np.int64)
+            self._add_episode_totals(info, done_rows)
         return info

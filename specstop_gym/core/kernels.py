@@ -1,0 +1,808 @@
+"""Compiled kernels (numba): the arithmetic of the simulation core, in one place.
+
+Everything that is computed per round or per drafted token lives here, as scalar
+functions over one row, compiled with numba and called by loops over the rows of a
+batch. The Python classes (:mod:`.rng`, :mod:`.acceptance`, :mod:`.channel`,
+:mod:`.simulator`) hold the configuration and the state arrays and call these
+kernels; none of them repeats the arithmetic. A single environment is a batch of
+one over the same loops as a vector environment of 4096 rows, so the two agree
+bit for bit and neither pays numpy's per-call overhead once per quantity.
+
+Parameters travel as two flat arrays built by :func:`pack_model`: ``P`` (float64)
+and ``I`` (int64), with the scalar slots and array offsets named by the ``P_*``,
+``I_*`` constants below (the kernels read them as compile-time constants).
+
+State of the batch (owned by :class:`~specstop_gym.core.simulator.Simulator`):
+
+* ``S`` (B, ``S_COLS``) int64: episode key (as int64 bits), round index, tokens
+  left, request index, draft position, run length ``G`` of the current round, CSI,
+  channel path state, switch count, episode tokens, done flag, trace pick;
+* ``F`` (B, ``F_COLS + 3K``) float64: clock, request start, last rtt, episode
+  time, next Markov switch, trace offset, latent difficulty ``z``; then the
+  censored-feedback counts ``risk_1..K``, ``acc_1..K`` and the confidences
+  ``q_1..K`` of the current round;
+* ``O`` (B, obs_dim) float32: the observation buffer.
+
+Counter-based randomness (SPEC 5): ``hash(key, stream, index, slot) =
+mix(mix(key ^ stream*GOLDEN) ^ (index*M1 + slot*M2 + GOLDEN))`` with the SplitMix64
+finaliser ``mix``, modulo 2**64; a uniform is ``((h >> 11) + 0.5) * 2**-53``, a normal
+is Box-Muller on the two 32-bit halves of one hash.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy", "_nrt": False}
+"""numba options of every kernel. ``_nrt=False``: no kernel allocates, and without the
+runtime's reference counting an array passed to a helper costs nothing (with it, each
+call pays atomic increments and decrements, ~10 ns)."""
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S11 = np.uint64(11)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+TWO_M53 = 1.0 / 9007199254740992.0
+TWO_M32 = 1.0 / 4294967296.0
+TWO_PI = 2.0 * math.pi
+LOGIT_CLIP = 40.0
+
+# Named streams: distinct constants so that draws never collide.
+STREAM_ACCEPT_U = 1  # acceptance uniforms, index = round, slot = position
+STREAM_LATENT_Z = 2  # per-round difficulty, index = round
+STREAM_LATENT_EPS = 3  # per-token difficulty noise, index = round, slot = position
+STREAM_CONFIDENCE = 4  # confidence-signal noise, index = round, slot = position
+STREAM_TRACE_PICK = 5  # which recorded round a replayed round copies, index = round
+STREAM_RTT = 6  # rtt jitter, index = wall-clock slot of sending
+STREAM_MARKOV = 7  # Markov path: index = switch number, slot 0 = holding time, 1 = next state
+STREAM_OFFSET = 8  # episode start offsets (trace replay), index = 0
+STREAM_INIT = 9  # initial channel state, index = 0
+PROBE_SLOT = 1  # jitter slot of the initial rtt probe at reset (rounds use slot 0)
+
+# ---------------------------------------------------------------- kinds
+ACC_PROFILE, ACC_LATENT, ACC_TRACE = 0, 1, 2
+CH_IID, CH_GAMMA, CH_MARKOV, CH_DRIFT, CH_TRACE = 0, 1, 2, 3, 4
+
+# ---------------------------------------------------------------- I slots
+I_K = 0  # max_draft
+I_REQUESTS = 1
+I_N_TOKENS = 2
+I_ACC_KIND = 3
+I_CH_KIND = 4
+I_M = 5  # channel states
+I_SIGNAL = 6  # 1 when the confidence signal is on
+I_CSI_OBS = 7
+I_LINEAR = 8  # drift: linear interpolation
+I_PERIODIC = 9  # drift: schedule loops every period_ms
+I_HAS_STATES = 10  # trace channel has a state column
+I_RANDOM_OFFSET = 11
+I_TX_BY_STATE = 12  # Markov channel with per-state bandwidth
+I_N_REC = 13  # recorded rounds (trace acceptance)
+I_CONF_W = 14  # width of recorded confidences (0: none)
+I_N_PTS = 15  # points of the drift schedule / delay trace
+I_HAS_EPS = 16  # latent: per-token noise on
+I_O_A = 17  # P offsets (K): profile a_i
+I_O_LOGIT_A = 18  # (K) logit a_i
+I_O_HAZ = 19  # (K) Kaplan-Meier continuation rates
+I_O_MEAN = 20  # (M) Markov mean rtt per state
+I_O_SD = 21  # (M) lognormal sigma per state
+I_O_HALF_VAR = 22  # (M) sigma^2 / 2 per state
+I_O_RATES = 23  # (M) Markov leaving rates
+I_O_JUMP = 24  # (M*M) jump-chain cdf
+I_O_STAT = 25  # (M) stationary cdf
+I_O_TX = 26  # (M) per-state tx ms per token
+I_O_PT_T = 27  # (N_PTS) times
+I_O_PT_V = 28  # (N_PTS) values (means or rtts)
+I_O_CONF = 29  # (N_REC * CONF_W) recorded confidences (nan: none)
+I_O_STATES = 30  # I offset (N_PTS): trace states
+I_O_RUNLEN = 31  # I offset (N_REC): recorded run lengths
+I_O_CENS = 32  # I offset (N_REC): recorded censoring flags
+I_SIZE = 33
+
+# ---------------------------------------------------------------- P slots
+P_DRAFT = 0
+P_VERIFY_BASE = 1
+P_VERIFY_TOKEN = 2
+P_TX = 3  # tx ms per token when it does not depend on the state
+P_SIGMA = 4  # confidence-signal sigma
+P_JITTER_SLOT = 5
+P_TAU = 6
+P_EPS = 7
+P_PERIOD = 8
+P_DURATION = 9
+P_GAMMA_SHAPE = 10
+P_MEAN = 11  # iid mean rtt
+P_SD = 12  # iid / drift lognormal sigma
+P_HALF_VAR = 13  # iid / drift sigma^2 / 2
+P_N_TOKENS = 14
+P_CV = 15  # iid / drift cv (0: no jitter)
+P_SIZE = 16
+
+# ---------------------------------------------------------------- state columns
+S_KEY, S_ROUND, S_LEFT, S_REQ, S_POS, S_G, S_CSI, S_CH_STATE, S_SWITCHES, S_EP_TOKENS, S_DONE, S_PICK = range(12)
+S_COLS = 12
+F_T, F_REQ_START, F_LAST_RTT, F_EP_TIME, F_NEXT_SWITCH, F_OFFSET, F_Z = range(7)
+F_COLS = 7  # then risk (K), acc (K), q (K)
+
+# round outputs: int columns and float columns of the per-call output buffers
+R_ROW, R_K, R_ACCEPTED, R_TOKENS, R_STATE, R_START_STATE, R_ROUND, R_REQ_DONE, R_EP_DONE = range(9)
+R_INT_COLS = 9
+R_ROUND_MS, R_RTT, R_START_MS = range(3)
+R_FLOAT_COLS = 3
+
+
+# ====================================================================== randomness
+@njit(inline="always", **_JIT)
+def mix(z):
+    """SplitMix64 finaliser (bijective on uint64)."""
+    z = (z ^ (z >> _S30)) * M1
+    z = (z ^ (z >> _S27)) * M2
+    return z ^ (z >> _S31)
+
+
+@njit(inline="always", **_JIT)
+def hash64(key, stream, index, slot):
+    """``mix(mix(key ^ stream*GOLDEN) ^ (index*M1 + slot*M2 + GOLDEN))`` (uint64 key, int64 rest)."""
+    h = mix(key ^ (np.uint64(stream) * GOLDEN))
+    c = np.uint64(index) * M1 + np.uint64(slot) * M2 + GOLDEN
+    return mix(h ^ c)
+
+
+@njit(inline="always", **_JIT)
+def to_uniform(h):
+    """Uniform in (0, 1) from a hash: ``((h >> 11) + 0.5) * 2**-53``."""
+    return (np.float64(h >> _S11) + 0.5) * TWO_M53
+
+
+@njit(inline="always", **_JIT)
+def to_normal(h):
+    """Standard normal from a hash (Box-Muller on its two 32-bit halves)."""
+    u1 = (np.float64(h >> _S32) + 0.5) * TWO_M32
+    u2 = (np.float64(h & _LOW32) + 0.5) * TWO_M32
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2)
+
+
+@njit(inline="always", **_JIT)
+def uniform(key, stream, index, slot):
+    return to_uniform(hash64(key, stream, index, slot))
+
+
+@njit(inline="always", **_JIT)
+def normal(key, stream, index, slot):
+    return to_normal(hash64(key, stream, index, slot))
+
+
+@njit(**_JIT)
+def draw_array(keys, stream, index, slot, kind, out_u64, out_f64):
+    """Flat arrays of equal length: kind 0 hashes into ``out_u64``, 1 uniforms, 2 normals into ``out_f64``."""
+    for j in range(keys.shape[0]):
+        h = hash64(keys[j], stream, index[j], slot[j])
+        if kind == 0:
+            out_u64[j] = h
+        elif kind == 1:
+            out_f64[j] = to_uniform(h)
+        else:
+            out_f64[j] = to_normal(h)
+
+
+# ====================================================================== small math
+@njit(inline="always", **_JIT)
+def logit(p):
+    """log(p / (1 - p)) clipped to +-40 (finite at p in {0, 1})."""
+    x = np.log(p) - np.log1p(-p)
+    if x > LOGIT_CLIP:
+        return LOGIT_CLIP
+    if x < -LOGIT_CLIP:
+        return -LOGIT_CLIP
+    return x
+
+
+@njit(inline="always", **_JIT)
+def sigmoid(x):
+    """1 / (1 + exp(-x)) as 0.5 (1 + tanh(x / 2))."""
+    return 0.5 * (1.0 + math.tanh(0.5 * x))
+
+
+@njit(inline="always", **_JIT)
+def search_right(P, off, n, x):
+    """Number of the ``n`` sorted values ``P[off:off+n]`` that are <= x (numpy searchsorted, side right)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if P[off + mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(**_JIT)
+def _gamma_p(a, x, lga):
+    """Regularised lower incomplete gamma P(a, x) (series below a + 1, continued fraction above)."""
+    if x <= 0.0:
+        return 0.0
+    if x < a + 1.0:
+        ap, term = a, 1.0 / a
+        total = term
+        for _ in range(1000):
+            ap += 1.0
+            term *= x / ap
+            total += term
+            if abs(term) < abs(total) * 1e-16:
+                break
+        return total * math.exp(-x + a * math.log(x) - lga)
+    b = x + 1.0 - a
+    c = 1.0 / 1e-300
+    d = 1.0 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        if abs(d) < 1e-300:
+            d = 1e-300
+        c = b + an / c
+        if abs(c) < 1e-300:
+            c = 1e-300
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-16:
+            break
+    return 1.0 - math.exp(-x + a * math.log(x) - lga) * h
+
+
+@njit(**_JIT)
+def gamma_quantile(a, u):
+    """x with P(a, x) = u (the inverse regularised incomplete gamma), by safeguarded Newton steps."""
+    lga = math.lgamma(a)
+    lo, hi = 0.0, max(1.0, a)
+    while _gamma_p(a, hi, lga) < u:
+        lo = hi
+        hi *= 2.0
+    x = 0.5 * (lo + hi)
+    for _ in range(200):
+        f = _gamma_p(a, x, lga) - u
+        if f == 0.0:
+            return x
+        if f > 0.0:
+            hi = x
+        else:
+            lo = x
+        dens = math.exp((a - 1.0) * math.log(x) - x - lga)
+        step = f / dens if dens > 0.0 else 0.0
+        nxt = x - step
+        if not (lo < nxt < hi) or dens <= 0.0:
+            nxt = 0.5 * (lo + hi)
+        if abs(nxt - x) <= 1e-15 * x or hi - lo <= 1e-15 * hi:
+            return nxt
+        x = nxt
+    return x
+
+
+@njit(**_JIT)
+def gamma_quantile_array(a, u, out):
+    for j in range(u.shape[0]):
+        out[j] = gamma_quantile(a, u[j])
+
+
+# ====================================================================== acceptance
+@njit(inline="always", **_JIT)
+def accept_p(P, I, key, rnd, i, z, pick):
+    """Acceptance probability of position ``i`` (0-based) of round ``rnd`` (its latent ``z``)."""
+    kind = I[I_ACC_KIND]
+    if kind == ACC_LATENT:
+        x = P[I[I_O_LOGIT_A] + i] + z
+        if I[I_HAS_EPS]:
+            x = x + P[P_EPS] * normal(key, STREAM_LATENT_EPS, rnd, i)
+        return sigmoid(x)
+    if kind == ACC_TRACE:
+        return P[I[I_O_HAZ] + i]
+    return P[I[I_O_A] + i]
+
+
+@njit(inline="always", **_JIT)
+def draw_round(P, I, k_max, key, rnd):
+    """(G capped at k_max, latent z, trace pick) of round ``rnd``: position i is accepted when
+    ``u_i < p_i``; G counts the accepted positions before the first rejection (uniforms
+    are drawn up to the first rejection only, which gives the same G). One loop per kind:
+    the loops stay small enough for the compiler to keep them tight."""
+    kind = I[I_ACC_KIND]
+    g = 0
+    if kind == ACC_PROFILE:
+        o = I[I_O_A]
+        while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < P[o + g]:
+            g += 1
+        return g, 0.0, 0
+    if kind == ACC_LATENT:
+        z = P[P_TAU] * normal(key, STREAM_LATENT_Z, rnd, 0)
+        while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < accept_p(P, I, key, rnd, g, z, 0):
+            g += 1
+        return g, z, 0
+    n = I[I_N_REC]
+    pick = min(np.int64(uniform(key, STREAM_TRACE_PICK, rnd, 0) * n), n - 1)
+    g = min(I[I[I_O_RUNLEN] + pick], k_max)
+    if I[I[I_O_CENS] + pick] == 0 or g >= k_max:
+        return g, 0.0, pick
+    haz = I[I_O_HAZ]
+    while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < P[haz + g]:
+        g += 1
+    return g, 0.0, pick
+
+
+@njit(inline="always", **_JIT)
+def confidence(P, I, sigma, key, rnd, i, z, pick):
+    """Confidence q_i: logit q_i = logit p_i + sigma * N(0, 1); a recorded confidence replaces it."""
+    w = I[I_CONF_W]
+    if w > i:
+        rec = P[I[I_O_CONF] + pick * w + i]
+        if not math.isnan(rec):
+            return rec
+    p = accept_p(P, I, key, rnd, i, z, pick)
+    return sigmoid(logit(p) + sigma * normal(key, STREAM_CONFIDENCE, rnd, i))
+
+
+@njit(**_JIT)
+def draw_rounds_array(P, I, k_max, sigma, want, keys, rounds, g_out, p_out, q_out):
+    """Batch of (key, round) draws: G always; p when ``want & 1``; q when ``want & 2``."""
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        rnd = rounds[j]
+        g, z, pick = draw_round(P, I, k_max, key, rnd)
+        g_out[j] = g
+        if want & 1:
+            for i in range(k_max):
+                p_out[j, i] = accept_p(P, I, key, rnd, i, z, pick)
+        if want & 2:
+            for i in range(k_max):
+                q_out[j, i] = confidence(P, I, sigma, key, rnd, i, z, pick)
+
+
+@njit(**_JIT)
+def confidence_from_p_array(sigma, keys, rounds, p, out):
+    """q = sigmoid(logit p + sigma * N(0,1)) for given p (shape (B, K))."""
+    for j in range(keys.shape[0]):
+        for i in range(p.shape[1]):
+            out[j, i] = sigmoid(logit(p[j, i]) + sigma * normal(keys[j], STREAM_CONFIDENCE, rounds[j], i))
+
+
+# ====================================================================== channel
+@njit(inline="always", **_JIT)
+def _slot_index(P, t):
+    return np.int64(math.floor(t / P[P_JITTER_SLOT]))
+
+
+@njit(inline="always", **_JIT)
+def _holding(P, I, key, state, count):
+    rate = P[I[I_O_RATES] + state]
+    if rate > 0.0:
+        return -math.log(uniform(key, STREAM_MARKOV, count, 0)) / rate
+    return np.inf
+
+
+@njit(inline="always", **_JIT)
+def channel_init(P, I, key):
+    """(state, switch count, next switch ms, offset ms) of a path starting at time 0."""
+    kind = I[I_CH_KIND]
+    if kind == CH_MARKOV:
+        m = I[I_M]
+        u = uniform(key, STREAM_INIT, 0, 0)
+        s = min(search_right(P, I[I_O_STAT], m, u), m - 1)
+        return s, 0, _holding(P, I, key, s, 0), 0.0
+    if kind == CH_TRACE and I[I_RANDOM_OFFSET]:
+        return 0, 0, np.inf, uniform(key, STREAM_OFFSET, 0, 0) * P[P_DURATION]
+    return 0, 0, np.inf, 0.0
+
+
+@njit(inline="always", **_JIT)
+def _trace_index(P, I, offset, t):
+    tt = (offset + t) % P[P_DURATION]
+    n = I[I_N_PTS]
+    j = search_right(P, I[I_O_PT_T], n, tt) - 1
+    return min(max(j, 0), n - 1)
+
+
+@njit(inline="always", **_JIT)
+def markov_advance(P, I, key, state, count, next_switch, t):
+    """Advance a Markov path to time ``t``: (state, switch count, next switch)."""
+    m = I[I_M]
+    jump = I[I_O_JUMP]
+    while next_switch <= t:
+        count += 1
+        u = uniform(key, STREAM_MARKOV, count, 1)
+        new = 0
+        row = jump + state * m
+        for j in range(m):
+            if P[row + j] < u:
+                new += 1
+        state = min(new, m - 1)
+        next_switch = next_switch + _holding(P, I, key, state, count)
+    return state, count, next_switch
+
+
+@njit(inline="always", **_JIT)
+def _drift_mean(P, I, t):
+    if I[I_PERIODIC]:
+        t = t - P[P_PERIOD] * math.floor(t / P[P_PERIOD])
+    n = I[I_N_PTS]
+    ot, ov = I[I_O_PT_T], I[I_O_PT_V]
+    j = search_right(P, ot, n, t) - 1
+    if not I[I_LINEAR]:
+        return P[ov + min(max(j, 0), n - 1)]
+    if j < 0:
+        return P[ov]
+    if j >= n - 1:
+        return P[ov + n - 1]
+    t0, t1 = P[ot + j], P[ot + j + 1]
+    slope = (P[ov + j + 1] - P[ov + j]) / (t1 - t0)
+    return slope * (t - t0) + P[ov + j]
+
+
+@njit(inline="always", **_JIT)
+def channel_state(P, I, key, t, state, count, next_switch, offset):
+    """(observed state at t, path state, switch count, next switch) of a row's channel at time t."""
+    kind = I[I_CH_KIND]
+    if kind == CH_MARKOV:
+        state, count, next_switch = markov_advance(P, I, key, state, count, next_switch, t)
+        return state, state, count, next_switch
+    if kind == CH_TRACE and I[I_HAS_STATES]:
+        return I[I[I_O_STATES] + _trace_index(P, I, offset, t)], state, count, next_switch
+    return 0, state, count, next_switch
+
+
+@njit(inline="always", **_JIT)
+def channel_mean(P, I, t, state, offset):
+    """Mean rtt (ms) at time t in ``state`` (what a clairvoyant oracle plans with)."""
+    kind = I[I_CH_KIND]
+    if kind == CH_MARKOV:
+        return P[I[I_O_MEAN] + state]
+    if kind == CH_DRIFT:
+        return _drift_mean(P, I, t)
+    if kind == CH_TRACE:
+        return P[I[I_O_PT_V] + _trace_index(P, I, offset, t)]
+    return P[P_MEAN]
+
+
+@njit(inline="always", **_JIT)
+def channel_rtt(P, I, key, t, state, offset, slot):
+    """rtt (ms) of a round sent at time t in ``state`` (jitter indexed by the wall-clock slot)."""
+    kind = I[I_CH_KIND]
+    if kind == CH_TRACE:
+        return P[I[I_O_PT_V] + _trace_index(P, I, offset, t)]
+    if kind == CH_MARKOV:
+        mean = P[I[I_O_MEAN] + state]
+        sd = P[I[I_O_SD] + state]
+        hv = P[I[I_O_HALF_VAR] + state]
+        return mean * math.exp(sd * normal(key, STREAM_RTT, _slot_index(P, t), slot) - hv)
+    mean = _drift_mean(P, I, t) if kind == CH_DRIFT else P[P_MEAN]
+    if P[P_CV] == 0.0:
+        return mean
+    if kind == CH_GAMMA:
+        a = P[P_GAMMA_SHAPE]
+        return gamma_quantile(a, uniform(key, STREAM_RTT, _slot_index(P, t), slot)) * mean / a
+    return mean * math.exp(P[P_SD] * normal(key, STREAM_RTT, _slot_index(P, t), slot) - P[P_HALF_VAR])
+
+
+@njit(inline="always", **_JIT)
+def channel_tx(P, I, state):
+    """Uplink transmission time per drafted token (ms) in ``state``."""
+    if I[I_TX_BY_STATE]:
+        return P[I[I_O_TX] + state]
+    return P[P_TX]
+
+
+@njit(**_JIT)
+def channel_init_array(P, I, keys, state, count, next_switch, offset):
+    for j in range(keys.shape[0]):
+        state[j], count[j], next_switch[j], offset[j] = channel_init(P, I, keys[j])
+
+
+@njit(**_JIT)
+def channel_state_array(P, I, keys, t, state, count, next_switch, offset, out):
+    """Advance the paths (arrays updated in place) and write the observed state at t into ``out``."""
+    for j in range(keys.shape[0]):
+        out[j], state[j], count[j], next_switch[j] = channel_state(
+            P, I, keys[j], t[j], state[j], count[j], next_switch[j], offset[j])
+
+
+@njit(**_JIT)
+def channel_rtt_array(P, I, keys, t, state, offset, slot, out):
+    for j in range(keys.shape[0]):
+        out[j] = channel_rtt(P, I, keys[j], t[j], state[j], offset[j], slot)
+
+
+@njit(**_JIT)
+def channel_mean_array(P, I, t, state, offset, out):
+    for j in range(t.shape[0]):
+        out[j] = channel_mean(P, I, t[j], state[j], offset[j])
+
+
+# ====================================================================== simulator
+@njit(inline="always", **_JIT)
+def _key(S, row):
+    return np.uint64(S[row, S_KEY])
+
+
+@njit(inline="always", **_JIT)
+def begin_round(S, F, P, I, row):
+    """Draws of the row's current round (G; z and pick; q when the signal is on); position 1."""
+    k = I[I_K]
+    key = _key(S, row)
+    rnd = S[row, S_ROUND]
+    g, z, pick = draw_round(P, I, k, key, rnd)
+    S[row, S_G] = g
+    S[row, S_PICK] = pick
+    S[row, S_POS] = 1
+    F[row, F_Z] = z
+    if I[I_SIGNAL]:
+        qo = F_COLS + 2 * k
+        sigma = P[P_SIGMA]
+        for i in range(k):
+            F[row, qo + i] = confidence(P, I, sigma, key, rnd, i, z, pick)
+
+
+@njit(inline="always", **_JIT)
+def refresh_row(S, F, O, P, I, row):
+    """Observation row from the state (layout: Simulator.observe)."""
+    k = I[I_K]
+    m = I[I_M]
+    pos = S[row, S_POS]
+    O[row, 0] = np.float32(pos / k)
+    O[row, 1] = np.float32(F[row, F_LAST_RTT] / 1000.0)
+    if I[I_CSI_OBS]:
+        csi = S[row, S_CSI]
+        for s in range(m):
+            O[row, 2 + s] = np.float32(1.0) if s == csi else np.float32(0.0)
+    if I[I_SIGNAL]:
+        O[row, 2 + m] = np.float32(F[row, F_COLS + 2 * k + pos - 1])
+    for i in range(k):
+        O[row, 3 + m + i] = np.float32((F[row, F_COLS + k + i] + 1.0) / (F[row, F_COLS + i] + 2.0))
+    O[row, 3 + m + k] = np.float32(np.float64(S[row, S_LEFT]) / P[P_N_TOKENS])
+
+
+@njit(**_JIT)
+def reset_rows(S, F, O, P, I, rows, keys):
+    """Start new episodes in ``rows`` with episode keys ``keys`` (uint64)."""
+    k = I[I_K]
+    for j in range(rows.shape[0]):
+        row = rows[j]
+        key = keys[j]
+        for c in range(S.shape[1]):
+            S[row, c] = 0
+        for c in range(F.shape[1]):
+            F[row, c] = 0.0
+        S[row, S_KEY] = np.int64(key)
+        S[row, S_LEFT] = I[I_N_TOKENS]
+        state, count, nxt, offset = channel_init(P, I, key)
+        csi, state, count, nxt = channel_state(P, I, key, 0.0, state, count, nxt, offset)
+        S[row, S_CH_STATE] = state
+        S[row, S_SWITCHES] = count
+        S[row, S_CSI] = csi
+        F[row, F_NEXT_SWITCH] = nxt
+        F[row, F_OFFSET] = offset
+        F[row, F_LAST_RTT] = channel_rtt(P, I, key, 0.0, csi, offset, PROBE_SLOT)
+        begin_round(S, F, P, I, row)
+        refresh_row(S, F, O, P, I, row)
+
+
+@njit(inline="always", **_JIT)
+def finish_round(S, F, O, P, I, row, k, RI, RF, j):
+    """Send a draft of length k (1..K) from ``row`` and complete the round; outputs in RI[j], RF[j]."""
+    kmax = I[I_K]
+    key = _key(S, row)
+    t0 = F[row, F_T]
+    start_state = S[row, S_CSI]
+    t_send = t0 + k * P[P_DRAFT]
+    offset = F[row, F_OFFSET]
+    state, path, count, nxt = channel_state(P, I, key, t_send, S[row, S_CH_STATE], S[row, S_SWITCHES],
+                                            F[row, F_NEXT_SWITCH], offset)
+    rtt = channel_rtt(P, I, key, t_send, state, offset, 0)
+    marginal = k * (P[P_DRAFT] + P[P_VERIFY_TOKEN] + channel_tx(P, I, state))
+    round_ms = marginal + rtt + P[P_VERIFY_BASE]
+    g = S[row, S_G]
+    accepted = min(k, g)
+    left = S[row, S_LEFT]
+    tokens = min(accepted + 1, left)
+    # censored feedback: positions 1..min(A + 1, k) observed, 1..A accepted
+    seen = min(accepted + 1, k)
+    for i in range(seen):
+        F[row, F_COLS + i] += 1.0
+    for i in range(accepted):
+        F[row, F_COLS + kmax + i] += 1.0
+    t1 = t0 + round_ms
+    left -= tokens
+    rnd = S[row, S_ROUND]
+    F[row, F_EP_TIME] += round_ms
+    S[row, S_EP_TOKENS] += tokens
+    S[row, S_ROUND] = rnd + 1
+    F[row, F_T] = t1
+    F[row, F_LAST_RTT] = rtt
+    request_done = left == 0
+    episode_done = False
+    if request_done:
+        req = S[row, S_REQ] + 1
+        S[row, S_REQ] = req
+        episode_done = req >= I[I_REQUESTS]
+        F[row, F_REQ_START] = t1
+        if not episode_done:
+            left = I[I_N_TOKENS]
+    S[row, S_LEFT] = left
+    S[row, S_DONE] = 1 if episode_done else 0
+    csi, path, count, nxt = channel_state(P, I, key, t1, path, count, nxt, offset)
+    S[row, S_CH_STATE] = path
+    S[row, S_SWITCHES] = count
+    F[row, F_NEXT_SWITCH] = nxt
+    S[row, S_CSI] = csi
+    begin_round(S, F, P, I, row)
+    refresh_row(S, F, O, P, I, row)
+    RI[j, R_ROW] = row
+    RI[j, R_K] = k
+    RI[j, R_ACCEPTED] = accepted
+    RI[j, R_TOKENS] = tokens
+    RI[j, R_STATE] = state
+    RI[j, R_START_STATE] = start_state
+    RI[j, R_ROUND] = rnd
+    RI[j, R_REQ_DONE] = 1 if request_done else 0
+    RI[j, R_EP_DONE] = 1 if episode_done else 0
+    RF[j, R_ROUND_MS] = round_ms
+    RF[j, R_RTT] = rtt
+    RF[j, R_START_MS] = t0
+    return round_ms
+
+
+@njit(**_JIT)
+def step_round(S, F, O, P, I, rows, ks, RI, RF):
+    """Finish a round of draft length ks[j] in rows[j]; returns the number of rounds (-1: a k out of 1..K)."""
+    kmax = I[I_K]
+    for j in range(rows.shape[0]):
+        if ks[j] < 1 or ks[j] > kmax:
+            return -1
+    for j in range(rows.shape[0]):
+        finish_round(S, F, O, P, I, rows[j], ks[j], RI, RF, j)
+    return rows.shape[0]
+
+
+@njit(**_JIT)
+def step_token(S, F, O, P, I, rows, actions, RI, RF, step_ms, forced):
+    """Token-level step: action 1 stops and sends, anything else drafts another token (a forced
+    stop at max_draft). Writes step_ms and forced per stepped row; returns the number of rounds
+    finished (their outputs in RI/RF rows 0..n-1, in row order)."""
+    kmax = I[I_K]
+    draft = P[P_DRAFT]
+    m = I[I_M]
+    signal = I[I_SIGNAL]
+    n = 0
+    for j in range(rows.shape[0]):
+        row = rows[j]
+        pos = S[row, S_POS]
+        send = actions[j] == 1
+        if not send and pos < kmax:
+            pos += 1
+            S[row, S_POS] = pos
+            O[row, 0] = np.float32(pos / kmax)
+            if signal:
+                O[row, 2 + m] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
+            step_ms[j] = draft
+            forced[j] = False
+            continue
+        forced[j] = not send
+        round_ms = finish_round(S, F, O, P, I, row, pos, RI, RF, n)
+        step_ms[j] = round_ms - (pos - 1) * draft
+        n += 1
+    return n
+
+
+@njit(**_JIT)
+def refresh_rows(S, F, O, P, I, rows):
+    for j in range(rows.shape[0]):
+        refresh_row(S, F, O, P, I, rows[j])
+
+
+@njit(**_JIT)
+def vector_info(S, F, I, RI, n, ints, floats, masks, round_ints, round_floats, RF, round_mask):
+    """Per-step vector-env info of every row: ``ints`` = (csi, tokens_left), ``floats`` = time_ms,
+    ``masks`` = token-level action masks (N, 2) or (0, 2); the ``n`` finished rounds of RI/RF
+    scattered into ``round_ints`` (k, accepted, tokens, state), ``round_floats`` (round_ms, rtt_ms)
+    and every row of ``round_mask`` (all zero-initialised by the caller)."""
+    kmax = I[I_K]
+    for row in range(S.shape[0]):
+        ints[0, row] = S[row, S_CSI]
+        ints[1, row] = S[row, S_LEFT]
+        floats[row] = F[row, F_T]
+    for row in range(masks.shape[0]):
+        masks[row, 0] = S[row, S_POS] < kmax
+        masks[row, 1] = True
+    for j in range(n):
+        row = RI[j, R_ROW]
+        round_ints[0, row] = RI[j, R_K]
+        round_ints[1, row] = RI[j, R_ACCEPTED]
+        round_ints[2, row] = RI[j, R_TOKENS]
+        round_ints[3, row] = RI[j, R_STATE]
+        round_floats[0, row] = RF[j, R_ROUND_MS]
+        round_floats[1, row] = RF[j, R_RTT]
+        for c in range(round_mask.shape[0]):
+            round_mask[c, row] = True
+
+
+@njit(**_JIT)
+def action_masks(S, I, out):
+    """Token-level valid actions [draft, stop] per row: draft is invalid at max_draft."""
+    kmax = I[I_K]
+    for row in range(S.shape[0]):
+        out[row, 0] = S[row, S_POS] < kmax
+        out[row, 1] = True
+
+
+# ====================================================================== parameters
+class ParamBuilder:
+    """Builds the flat parameter arrays ``(P, I)`` of the kernels (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ints = np.zeros(I_SIZE, np.int64)
+        self.scalars = np.zeros(P_SIZE)
+        self._p: list[np.ndarray] = []
+        self._p_len = P_SIZE
+        self._i: list[np.ndarray] = []
+        self._i_len = I_SIZE
+
+    def floats(self, slot: int, values) -> None:
+        """Append a float array to P; ``I[slot]`` = its offset."""
+        v = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        self.ints[slot] = self._p_len
+        self._p.append(v)
+        self._p_len += v.size
+
+    def integers(self, slot: int, values) -> None:
+        """Append an int array to I; ``I[slot]`` = its offset."""
+        v = np.ascontiguousarray(values, dtype=np.int64).ravel()
+        self.ints[slot] = self._i_len
+        self._i.append(v)
+        self._i_len += v.size
+
+    def build(self) -> tuple[np.ndarray, np.ndarray]:
+        P = np.concatenate([self.scalars] + self._p)
+        I = np.concatenate([self.ints] + self._i)
+        P.flags.writeable = False
+        I.flags.writeable = False
+        return P, I
+
+
+def pack_model(config=None, acceptance=None, channel=None, max_draft: int | None = None,
+               sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, I)`` for a scenario (any part may be omitted: the kernels that need it are then not called).
+
+    ``config`` gives the timing constants, K, the request structure and the signal;
+    ``acceptance`` and ``channel`` add their parameters through their ``pack`` methods.
+    """
+    b = ParamBuilder()
+    k = int(max_draft if max_draft is not None else (config.max_draft if config is not None else 1))
+    b.ints[I_K] = k
+    b.ints[I_M] = 1
+    if config is not None:
+        b.scalars[P_DRAFT] = config.draft_ms
+        b.scalars[P_VERIFY_BASE] = config.verify_base_ms
+        b.scalars[P_VERIFY_TOKEN] = config.verify_per_token_ms
+        if config.bandwidth_kbps is not None and config.bytes_per_token != 0:
+            b.scalars[P_TX] = config.bytes_per_token * 8.0 / config.bandwidth_kbps
+        b.scalars[P_N_TOKENS] = float(config.n_tokens)
+        b.ints[I_N_TOKENS] = config.n_tokens
+        b.ints[I_REQUESTS] = config.requests_per_episode
+        b.ints[I_CSI_OBS] = int(bool(config.csi_observable))
+        if sigma is None:
+            sigma = config.confidence_sigma
+    if sigma is not None:
+        b.ints[I_SIGNAL] = 1
+        b.scalars[P_SIGMA] = sigma
+    if acceptance is not None:
+        acceptance.pack(b, k)
+    if channel is not None:
+        channel.pack(b, config)
+    return b.build()
