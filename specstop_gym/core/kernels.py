@@ -26,7 +26,8 @@ State of the batch (owned by :class:`~specstop_gym.core.simulator.Simulator`):
 Counter-based randomness (SPEC 5): ``hash(key, stream, index, slot) =
 mix(mix(key ^ stream*GOLDEN) ^ (index*M1 + slot*M2 + GOLDEN))`` with the SplitMix64
 finaliser ``mix``, modulo 2**64; a uniform is ``((h >> 11) + 0.5) * 2**-53``, a normal
-is Box-Muller on the two 32-bit halves of one hash.
+is the normal quantile of that uniform (inversion; Acklam's approximation, relative error
+< 1.2e-9, no tail cut below |z| = 8.3).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+PARALLEL_MIN_ROWS = 512
+"""Vector environments of at least this many rows step with :func:`vector_step_parallel` (numba's
+threads; ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_threads(1)`` keeps them on one core)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "_nrt": False}
 """numba options of every kernel. ``_nrt=False``: no kernel allocates, and without the
@@ -44,15 +49,11 @@ call pays atomic increments and decrements, ~10 ns)."""
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 M1 = np.uint64(0xBF58476D1CE4E5B9)
 M2 = np.uint64(0x94D049BB133111EB)
-_LOW32 = np.uint64(0xFFFFFFFF)
 _S11 = np.uint64(11)
 _S27 = np.uint64(27)
 _S30 = np.uint64(30)
 _S31 = np.uint64(31)
-_S32 = np.uint64(32)
 TWO_M53 = 1.0 / 9007199254740992.0
-TWO_M32 = 1.0 / 4294967296.0
-TWO_PI = 2.0 * math.pi
 LOGIT_CLIP = 40.0
 
 # Named streams: distinct constants so that draws never collide.
@@ -162,12 +163,43 @@ def to_uniform(h):
     return (np.float64(h >> _S11) + 0.5) * TWO_M53
 
 
+# Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9)
+_NA = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
+       -3.066479806614716e+01, 2.506628277459239e+00)
+_NB = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
+       -1.328068155288572e+01)
+_NC = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
+       4.374664141464968e+00, 2.938163982698783e+00)
+_ND = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+_A0, _A1, _A2, _A3, _A4, _A5 = _NA
+_B0, _B1, _B2, _B3, _B4 = _NB
+_C0, _C1, _C2, _C3, _C4, _C5 = _NC
+_D0, _D1, _D2, _D3 = _ND
+_P_LOW = 0.02425
+
+
+@njit(inline="always", **_JIT)
+def normal_quantile(p):
+    """Standard normal quantile of p in (0, 1): Acklam's rational approximation (central region
+    |p - 1/2| <= 0.47575 without transcendental functions; tails through sqrt(-2 log p))."""
+    if p < _P_LOW:
+        q = math.sqrt(-2.0 * math.log(p))
+        return (((((_C0 * q + _C1) * q + _C2) * q + _C3) * q + _C4) * q + _C5) / (
+            (((_D0 * q + _D1) * q + _D2) * q + _D3) * q + 1.0)
+    if p > 1.0 - _P_LOW:
+        q = math.sqrt(-2.0 * math.log1p(-p))
+        return -(((((_C0 * q + _C1) * q + _C2) * q + _C3) * q + _C4) * q + _C5) / (
+            (((_D0 * q + _D1) * q + _D2) * q + _D3) * q + 1.0)
+    q = p - 0.5
+    r = q * q
+    return (((((_A0 * r + _A1) * r + _A2) * r + _A3) * r + _A4) * r + _A5) * q / (
+        ((((_B0 * r + _B1) * r + _B2) * r + _B3) * r + _B4) * r + 1.0)
+
+
 @njit(inline="always", **_JIT)
 def to_normal(h):
-    """Standard normal from a hash (Box-Muller on its two 32-bit halves)."""
-    u1 = (np.float64(h >> _S32) + 0.5) * TWO_M32
-    u2 = (np.float64(h & _LOW32) + 0.5) * TWO_M32
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2)
+    """Standard normal from a hash: the normal quantile of its uniform (inversion, 53 random bits)."""
+    return normal_quantile(to_uniform(h))
 
 
 @njit(inline="always", **_JIT)
@@ -594,8 +626,10 @@ def reset_rows(S, F, O, P, I, rows, keys):
 
 
 @njit(inline="always", **_JIT)
-def finish_round(S, F, O, P, I, row, k, RI, RF, j):
-    """Send a draft of length k (1..K) from ``row`` and complete the round; outputs in RI[j], RF[j]."""
+def finish_round(S, F, O, P, I, row, k):
+    """Send a draft of length k (1..K) from ``row`` and complete the round. Returns (round_ms, rtt,
+    start ms, accepted, tokens, channel state at sending, state at the start, round index,
+    request done, episode done)."""
     kmax = I[I_K]
     key = _key(S, row)
     t0 = F[row, F_T]
@@ -642,7 +676,29 @@ def finish_round(S, F, O, P, I, row, k, RI, RF, j):
     F[row, F_NEXT_SWITCH] = nxt
     S[row, S_CSI] = csi
     begin_round(S, F, P, I, row)
-    refresh_row(S, F, O, P, I, row)
+    # the observation entries this round changed (refresh_row's expressions, so the same bits):
+    # position 1, rtt, CSI, confidence, the estimates of the positions it observed, tokens left
+    m = I[I_M]
+    O[row, 0] = np.float32(1 / kmax)
+    O[row, 1] = np.float32(rtt / 1000.0)
+    if I[I_CSI_OBS]:
+        for s in range(m):
+            O[row, 2 + s] = np.float32(1.0) if s == csi else np.float32(0.0)
+    if I[I_SIGNAL]:
+        O[row, 2 + m] = np.float32(F[row, F_COLS + 2 * kmax])
+    for i in range(seen):
+        O[row, 3 + m + i] = np.float32((F[row, F_COLS + kmax + i] + 1.0) / (F[row, F_COLS + i] + 2.0))
+    O[row, 3 + m + kmax] = np.float32(np.float64(left) / P[P_N_TOKENS])
+    return round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done
+
+
+_NO_ROUND = (0.0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False)
+
+
+@njit(inline="always", **_JIT)
+def write_round(RI, RF, j, row, k, res):
+    """Outputs of a finished round (the tuple of :func:`finish_round`) into RI[j], RF[j]."""
+    round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done = res
     RI[j, R_ROW] = row
     RI[j, R_K] = k
     RI[j, R_ACCEPTED] = accepted
@@ -655,7 +711,6 @@ def finish_round(S, F, O, P, I, row, k, RI, RF, j):
     RF[j, R_ROUND_MS] = round_ms
     RF[j, R_RTT] = rtt
     RF[j, R_START_MS] = t0
-    return round_ms
 
 
 @njit(**_JIT)
@@ -666,70 +721,135 @@ def step_round(S, F, O, P, I, rows, ks, RI, RF):
         if ks[j] < 1 or ks[j] > kmax:
             return -1
     for j in range(rows.shape[0]):
-        finish_round(S, F, O, P, I, rows[j], ks[j], RI, RF, j)
+        write_round(RI, RF, j, rows[j], ks[j], finish_round(S, F, O, P, I, rows[j], ks[j]))
     return rows.shape[0]
+
+
+@njit(inline="always", **_JIT)
+def token_action(S, F, O, P, I, row, action):
+    """Token-level action of one row: 1 stops and sends, anything else drafts another token
+    (a forced stop at max_draft). Returns (step_ms, finished, forced, k, the round's outputs of
+    :func:`finish_round` (zeros when drafting)); a round's steps add up to T(k)."""
+    kmax = I[I_K]
+    pos = S[row, S_POS]
+    send = action == 1
+    if not send and pos < kmax:
+        pos += 1
+        S[row, S_POS] = pos
+        O[row, 0] = np.float32(pos / kmax)
+        if I[I_SIGNAL]:
+            O[row, 2 + I[I_M]] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
+        return P[P_DRAFT], False, False, pos, _NO_ROUND
+    res = finish_round(S, F, O, P, I, row, pos)
+    return res[0] - (pos - 1) * P[P_DRAFT], True, not send, pos, res
 
 
 @njit(**_JIT)
 def step_token(S, F, O, P, I, rows, actions, RI, RF, step_ms, forced):
-    """Token-level step: action 1 stops and sends, anything else drafts another token (a forced
-    stop at max_draft). Writes step_ms and forced per stepped row; returns the number of rounds
-    finished (their outputs in RI/RF rows 0..n-1, in row order)."""
-    kmax = I[I_K]
-    draft = P[P_DRAFT]
-    m = I[I_M]
-    signal = I[I_SIGNAL]
+    """Token-level step of ``rows`` (see :func:`token_action`). Writes step_ms and forced per
+    stepped row; returns the number of rounds finished (outputs in RI/RF rows 0..n-1, in row order)."""
     n = 0
     for j in range(rows.shape[0]):
         row = rows[j]
-        pos = S[row, S_POS]
-        send = actions[j] == 1
-        if not send and pos < kmax:
-            pos += 1
-            S[row, S_POS] = pos
-            O[row, 0] = np.float32(pos / kmax)
-            if signal:
-                O[row, 2 + m] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
-            step_ms[j] = draft
-            forced[j] = False
-            continue
-        forced[j] = not send
-        round_ms = finish_round(S, F, O, P, I, row, pos, RI, RF, n)
-        step_ms[j] = round_ms - (pos - 1) * draft
-        n += 1
+        ms, fin, frc, k, res = token_action(S, F, O, P, I, row, actions[j])
+        step_ms[j] = ms
+        forced[j] = frc
+        if fin:
+            write_round(RI, RF, n, row, k, res)
+            n += 1
     return n
+
+
+@njit(**_JIT)
+def actions_in_range(actions, n_actions):
+    """True when every action is in 0..n_actions - 1."""
+    for j in range(actions.shape[0]):
+        if actions[j] < 0 or actions[j] >= n_actions:
+            return False
+    return True
+
+
+@njit(inline="always", **_JIT)
+def vector_row(S, F, O, P, I, row, active, action, token_level, R, steps, ints, floats, flags, masks):
+    """One row of a vector-environment step: the action (unless the row is inactive: it was just
+    reset by a NextStep autoreset), then every per-row output of the step.
+
+    ``R`` = (credit mode, reference ms/token, time scale, max episode steps or 0); the reward is
+    ``-step_ms / scale`` (latency) or ``(tokens * reference - step_ms) / scale`` (token credit).
+    Outputs, column ``row`` of: ``ints`` (csi, tokens_left, round k, accepted, tokens, channel
+    state at sending); ``floats`` (reward, time_ms, round_ms, rtt_ms); ``flags`` rows 0, 1, 2, 7
+    (terminated, truncated, forced stop, finished a round; the caller fills the other rows, the
+    info masks, with numpy: fewer output streams keep the loop fast); ``masks`` row: the
+    token-level action mask. Rows without a round get zeros in the round entries.
+    """
+    fin = False
+    forced = False
+    k = 0
+    res = _NO_ROUND
+    if active:
+        if token_level:
+            step_ms, fin, forced, k, res = token_action(S, F, O, P, I, row, action)
+        else:
+            k = action + 1
+            res = finish_round(S, F, O, P, I, row, k)
+            step_ms = res[0]
+            fin = True
+        steps[row] += 1
+        if R[0] != 0.0:
+            floats[0, row] = (res[4] * R[1] - step_ms) / R[2]  # res[4]: tokens (0 when drafting)
+        else:
+            floats[0, row] = -step_ms / R[2]
+    else:
+        floats[0, row] = 0.0
+    ints[0, row] = S[row, S_CSI]
+    ints[1, row] = S[row, S_LEFT]
+    floats[1, row] = F[row, F_T]
+    if fin:
+        ints[2, row] = k
+        ints[3, row] = res[3]
+        ints[4, row] = res[4]
+        ints[5, row] = res[5]
+        floats[2, row] = res[0]
+        floats[3, row] = res[1]
+    else:
+        for c in range(2, 6):
+            ints[c, row] = 0
+        floats[2, row] = 0.0
+        floats[3, row] = 0.0
+    flags[0, row] = S[row, S_DONE] != 0
+    flags[1, row] = R[3] > 0.0 and steps[row] >= R[3]
+    flags[2, row] = forced
+    flags[7, row] = fin
+    if token_level:
+        masks[row, 0] = S[row, S_POS] < I[I_K]
+        masks[row, 1] = True
+
+
+@njit(**_JIT)
+def vector_step(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks):
+    """Step every row of a vector environment (``active`` empty: all rows active); see
+    :func:`vector_row`. ``flags[13]`` marks the rows that finished a round."""
+    all_active = active.shape[0] == 0
+    for row in range(S.shape[0]):
+        vector_row(S, F, O, P, I, row, all_active or active[row], actions[row], token_level, R, steps,
+                   ints, floats, flags, masks)
+
+
+@njit(parallel=True, **_JIT)
+def vector_step_parallel(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks):
+    """:func:`vector_step` with the rows split over numba's threads (rows are independent and
+    every row writes only its own entries, so the results are the same bits; no reduction, which
+    would need the runtime's allocator)."""
+    all_active = active.shape[0] == 0
+    for row in prange(S.shape[0]):
+        vector_row(S, F, O, P, I, row, all_active or active[row], actions[row], token_level, R, steps,
+                   ints, floats, flags, masks)
 
 
 @njit(**_JIT)
 def refresh_rows(S, F, O, P, I, rows):
     for j in range(rows.shape[0]):
         refresh_row(S, F, O, P, I, rows[j])
-
-
-@njit(**_JIT)
-def vector_info(S, F, I, RI, n, ints, floats, masks, round_ints, round_floats, RF, round_mask):
-    """Per-step vector-env info of every row: ``ints`` = (csi, tokens_left), ``floats`` = time_ms,
-    ``masks`` = token-level action masks (N, 2) or (0, 2); the ``n`` finished rounds of RI/RF
-    scattered into ``round_ints`` (k, accepted, tokens, state), ``round_floats`` (round_ms, rtt_ms)
-    and every row of ``round_mask`` (all zero-initialised by the caller)."""
-    kmax = I[I_K]
-    for row in range(S.shape[0]):
-        ints[0, row] = S[row, S_CSI]
-        ints[1, row] = S[row, S_LEFT]
-        floats[row] = F[row, F_T]
-    for row in range(masks.shape[0]):
-        masks[row, 0] = S[row, S_POS] < kmax
-        masks[row, 1] = True
-    for j in range(n):
-        row = RI[j, R_ROW]
-        round_ints[0, row] = RI[j, R_K]
-        round_ints[1, row] = RI[j, R_ACCEPTED]
-        round_ints[2, row] = RI[j, R_TOKENS]
-        round_ints[3, row] = RI[j, R_STATE]
-        round_floats[0, row] = RF[j, R_ROUND_MS]
-        round_floats[1, row] = RF[j, R_RTT]
-        for c in range(round_mask.shape[0]):
-            round_mask[c, row] = True
 
 
 @njit(**_JIT)

@@ -29,7 +29,7 @@ pay a Python call per reset row.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +39,6 @@ from gymnasium.vector.utils import batch_space
 
 from ..core import kernels as kn
 from ..core.config import ScenarioConfig
-from ..core.simulator import RoundResult
 from ._face import (
     ROUND_FIELDS,
     RewardModel,
@@ -52,6 +51,19 @@ from ._face import (
 )
 
 _EMPTY = np.zeros(0, np.int64)
+_NO_BOOL = np.zeros(0, bool)
+
+
+class _Rounds(NamedTuple):
+    """The rounds finished in a step (rows with a round and their values)."""
+
+    rows: np.ndarray
+    k: np.ndarray
+    accepted: np.ndarray
+    tokens: np.ndarray
+    state: np.ndarray
+    round_ms: np.ndarray
+    rtt_ms: np.ndarray
 
 
 def _put(n: int, rows: np.ndarray, values: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +124,10 @@ class VectorFace(VectorEnv):
         self._started = False
         self._all = np.arange(n)
         self._n_actions = int(self.single_action_space.n)
-        self._no_round = (np.zeros((4, 0), np.int64), np.zeros((2, 0)), np.zeros((7, 0), bool))
+        # reward parameters of the step kernel: (token credit?, reference ms/token, time scale, max steps or 0)
+        rm = self.reward_model
+        self._reward_params = np.array([float(rm.mode != "latency"), rm.reference_ms_per_token, rm.scale,
+                                        float(self.max_episode_steps or 0)])
 
     # -------------------------------------------------------------- protocol
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
@@ -149,104 +164,65 @@ class VectorFace(VectorEnv):
         sim = self.sim
         next_step = self.autoreset_mode == AutoresetMode.NEXT_STEP
         resetting = None
-        rows = self._all
+        active = _NO_BOOL  # empty: every row steps
         if next_step and self._autoreset.any():
             resetting = np.flatnonzero(self._autoreset)
-            rows = np.flatnonzero(~self._autoreset)
+            active = ~self._autoreset
             self._reset_rows(resetting)
-            a = a[rows]
-        m = len(rows)
-        fin = 0
-        forced = _EMPTY
-        if m:  # the kernels' unchecked path: rows and actions validated above
-            if self.token_level:
-                fin = sim.step_token_rows(rows, a)
-                forced_rows = sim.out_forced[:m]
-                if forced_rows.any():
-                    forced = rows[forced_rows]
-                ms = sim.out_step_ms[:m]
-            else:
-                fin = sim.step_round_rows(rows, a + 1)
-                ms = sim.out_floats[:m, kn.R_ROUND_MS]
-        if m == n:
-            step_ms = ms
-            self._steps += 1
-        else:
-            step_ms = np.zeros(n)
-            if m:
-                step_ms[rows] = ms
-                self._steps[rows] += 1
-        if self.reward_model.mode == "latency":
-            rewards = self.reward_model(step_ms, 0)
-        else:
-            tokens = np.zeros(n, np.int64)
-            tokens[sim.out_ints[:fin, kn.R_ROW]] = sim.out_ints[:fin, kn.R_TOKENS]
-            rewards = self.reward_model(step_ms, tokens)
-        rewards = np.asarray(rewards, dtype=np.float64)
-        if resetting is not None:
-            rewards[resetting] = 0.0
-        terminated = sim.done
-        if self.max_episode_steps is None:
-            truncated = np.zeros(n, bool)
-            ended_mask = terminated
-        else:
-            truncated = self._steps >= self.max_episode_steps
-            ended_mask = terminated | truncated
+        # every output of the step in four blocks, filled by one kernel call (rows: see kernels.vector_row)
+        ints = np.empty((6, n), np.int64)
+        floats = np.empty((4, n))
+        flags = np.empty((14, n), bool)
+        masks = np.empty((n, 2) if self.token_level else (0, 2), bool)
+        step = kn.vector_step_parallel if n >= kn.PARALLEL_MIN_ROWS else kn.vector_step
+        step(sim.state_ints, sim.state_floats, sim.obs_buffer, sim.kernel_params, sim.kernel_ints, active, a,
+             self.token_level, self._reward_params, self._steps, ints, floats, flags, masks)
+        rewards, terminated, truncated = floats[0], flags[0], flags[1]
+        flags[3:7] = True  # presence masks of the per-step info entries
+        flags[8:14] = flags[7]  # one presence mask per round field, and the round's own (rows with a round)
+        r_masks = flags[7:14]
+        fin = r_masks[6].any()
+        ended_mask = terminated if self.max_episode_steps is None else terminated | truncated
         obs = sim.observe(self.token_level)
         done_rows = np.flatnonzero(terminated) if terminated.any() else _EMPTY
-        any_ended = bool(ended_mask.any())
-        if next_step or not any_ended:
-            info = self._step_info(fin, forced, done_rows)
+        forced = flags[2]
+        forced_rows = np.flatnonzero(forced) if self.token_level and forced.any() else _EMPTY
+        if next_step or not ended_mask.any():
+            info: dict[str, Any] = {"channel_state": ints[0], "_channel_state": flags[3], "time_ms": floats[1],
+                                    "_time_ms": flags[4], "tokens_left": ints[1], "_tokens_left": flags[5]}
+            if self.token_level:
+                info["action_mask"], info["_action_mask"] = masks, flags[6]
+            if fin:
+                info["round"] = {"k": ints[2], "_k": r_masks[0], "accepted": ints[3], "_accepted": r_masks[1],
+                                 "tokens": ints[4], "_tokens": r_masks[2], "round_ms": floats[2],
+                                 "_round_ms": r_masks[3], "rtt_ms": floats[3], "_rtt_ms": r_masks[4],
+                                 "channel_state": ints[5], "_channel_state": r_masks[5]}
+                info["_round"] = r_masks[6]
+            if len(forced_rows):
+                info["forced_stop"], info["_forced_stop"] = forced, forced.copy()
+            if len(done_rows):
+                self._add_episode_totals(info, done_rows)
             if next_step:
                 self._autoreset = ended_mask.copy()
             return obs, rewards, terminated, truncated, info
         # SAME_STEP with finished rows: final obs/info of those rows, then reset them
-        result = sim.round_result(fin) if fin else None
+        result = None
+        if fin:
+            rows = np.flatnonzero(r_masks[6])
+            result = _Rounds(rows, ints[2, rows], ints[3, rows], ints[4, rows], ints[5, rows],
+                             floats[2, rows], floats[3, rows])
         ended = np.flatnonzero(ended_mask)
         final_rows = obs[ended]
         final_obs = np.full(n, None, dtype=object)
         for j, i in enumerate(ended.tolist()):
             final_obs[i] = final_rows[j]
-        final_info = self._info(ended, result, forced, done_rows, keep=ended_mask)
+        final_info = self._info(ended, result, forced_rows, done_rows, keep=ended_mask)
         self._reset_rows(ended)
         obs = sim.observe(self.token_level)
-        info = self._info(None, result, forced, _EMPTY, keep=~ended_mask)
+        info = self._info(None, result, forced_rows, _EMPTY, keep=~ended_mask)
         info["final_obs"], info["_final_obs"] = final_obs, ended_mask
         info["final_info"], info["_final_info"] = final_info, ended_mask.copy()
         return obs, rewards, terminated, truncated, info
-
-    def _step_info(self, fin: int, forced: np.ndarray, done_rows: np.ndarray) -> dict[str, Any]:
-        """The info of a step in which every row has the per-step entries (one kernel call fills
-        them and the ``fin`` finished rounds); same content as :meth:`_info` with ``base_rows=None``."""
-        n = self.num_envs
-        sim = self.sim
-        ints = np.empty((2, n), np.int64)
-        times = np.empty(n)
-        masks = np.empty((n, 2) if self.token_level else (0, 2), bool)
-        present = np.ones((4, n), bool)
-        if fin:
-            r_ints = np.zeros((4, n), np.int64)
-            r_floats = np.zeros((2, n))
-            r_masks = np.zeros((7, n), bool)
-        else:
-            r_ints, r_floats, r_masks = self._no_round
-        kn.vector_info(sim.state_ints, sim.state_floats, sim.kernel_ints, sim.out_ints, fin, ints, times, masks,
-                       r_ints, r_floats, sim.out_floats, r_masks)
-        info: dict[str, Any] = {"channel_state": ints[0], "_channel_state": present[0], "time_ms": times,
-                                "_time_ms": present[1], "tokens_left": ints[1], "_tokens_left": present[2]}
-        if self.token_level:
-            info["action_mask"], info["_action_mask"] = masks, present[3]
-        if fin:
-            info["round"] = {"k": r_ints[0], "_k": r_masks[0], "accepted": r_ints[1], "_accepted": r_masks[1],
-                             "tokens": r_ints[2], "_tokens": r_masks[2], "round_ms": r_floats[0],
-                             "_round_ms": r_masks[3], "rtt_ms": r_floats[1], "_rtt_ms": r_masks[4],
-                             "channel_state": r_ints[3], "_channel_state": r_masks[5]}
-            info["_round"] = r_masks[6]
-        if len(forced):
-            info["forced_stop"], info["_forced_stop"] = _put(n, forced, True, bool)
-        if len(done_rows):
-            self._add_episode_totals(info, done_rows)
-        return info
 
     def _add_episode_totals(self, info: dict[str, Any], d: np.ndarray) -> None:
         n = self.num_envs
@@ -305,14 +281,15 @@ class VectorFace(VectorEnv):
     # ------------------------------------------------------------------ infos
     def _validate_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= self._n_actions:
+        if (a.shape != (self.num_envs,) or a.dtype.kind not in "iu"
+                or not kn.actions_in_range(a.astype(np.int64, copy=False), self._n_actions)):
             what = ("0 (draft another) or 1 (stop and send)" if self.token_level
                     else f"0..{self._n_actions - 1} (k - 1)")
             raise ValueError(f"invalid actions {actions!r}: need an integer array of shape ({self.num_envs},) "
                              f"with values {what}")
-        return a.astype(np.int64, copy=False)
+        return np.ascontiguousarray(a, dtype=np.int64)
 
-    def _info(self, base_rows: np.ndarray | None, result: RoundResult | None, forced: np.ndarray,
+    def _info(self, base_rows: np.ndarray | None, result: "_Rounds | None", forced: np.ndarray,
               done_rows: np.ndarray, keep: np.ndarray | None = None) -> dict[str, Any]:
         """Vector info as SyncVectorEnv builds it from the single environments' infos.
 
