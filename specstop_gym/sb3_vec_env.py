@@ -44,7 +44,7 @@ def _unbatch(info: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> list[d
     """A Gymnasium vector info (arrays with ``_key`` masks) as one dict per environment."""
     out: list[dict[str, Any]] = [{} for _ in range(n)]
     for key, value in info.items():
-        if key.startswith("_") or key in skip:
+        if key[:1] == "_" or key in skip:
             continue
         if isinstance(value, dict):
             items: Any = _unbatch(value, n)
@@ -53,13 +53,14 @@ def _unbatch(info: dict[str, Any], n: int, skip: tuple[str, ...] = ()) -> list[d
         else:
             items = list(value)  # rows (of an action-mask matrix, say) or objects
         mask = info.get("_" + key)
-        if mask is None:
-            for i in range(n):
-                out[i][key] = items[i]
+        present = None if mask is None else mask.tolist()
+        if present is None or all(present):
+            for d, item in zip(out, items):
+                d[key] = item
         else:
-            for i, present in enumerate(mask.tolist()):
-                if present:
-                    out[i][key] = items[i]
+            for d, item, here in zip(out, items, present):
+                if here:
+                    d[key] = item
     return out
 
 

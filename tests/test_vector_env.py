@@ -353,3 +353,74 @@ def test_gymnasium_env_checker_on_single_envs() -> None:
 
     for env_id in IDS:
         check_env(gym.make(env_id, **SMALL).unwrapped)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize("preset", ["qwen-latent-signal", "markov-csi"])
+def test_threaded_step_equals_the_one_thread_step(env_id: str, mode: AutoresetMode, preset: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """At N >= kernels.PARALLEL_MIN_ROWS the rows are split over numba's threads: same bits as the
+    serial loop (itself checked against SyncVectorEnv above), autoresets and truncation included."""
+    from specstop_gym.core import kernels
+
+    n = 600
+    assert n >= kernels.PARALLEL_MIN_ROWS
+    kw = {"scenario": preset, "n_tokens": 12, "max_episode_steps": 25}
+    threaded = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kw)
+    serial = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kw)
+    rng = np.random.default_rng(5)
+    o1, i1 = threaded.reset(seed=11)
+    o2, i2 = serial.reset(seed=11)
+    np.testing.assert_array_equal(o1, o2)
+    assert_info_equal(i1, i2, "reset info")
+    calls = {"parallel": 0}
+    original = kernels.vector_step_parallel
+
+    def counting(*args):
+        calls["parallel"] += 1
+        return original(*args)
+
+    for t in range(60):
+        a = random_actions(rng, threaded)
+        monkeypatch.setattr(kernels, "vector_step_parallel", counting)
+        r1 = threaded.step(a)
+        monkeypatch.setattr(kernels, "PARALLEL_MIN_ROWS", n + 1)  # the one-thread loop
+        r2 = serial.step(a)
+        monkeypatch.undo()
+        assert_step_equal(r1, r2, f"step {t}")
+    assert calls["parallel"] == 60
+
+
+def test_a_process_that_stepped_a_threaded_vector_env_can_fork() -> None:
+    """The threaded kernel must not leave a fork-unsafe runtime behind (GNU OpenMP would kill
+    the child): fork-based multiprocessing after a large native vector env keeps working."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import multiprocessing as mp
+        import numpy as np, gymnasium as gym, specstop_gym
+
+        def child(q):
+            env = gym.make_vec("SpecStop-v0", num_envs=600, vectorization_mode="vector_entry_point")
+            env.reset(seed=0)
+            q.put(float(env.step(np.ones(600, np.int64))[1].sum()))
+
+        if __name__ == "__main__":
+            env = gym.make_vec("SpecStop-v0", num_envs=600, vectorization_mode="vector_entry_point")
+            env.reset(seed=0)
+            parent = float(env.step(np.ones(600, np.int64))[1].sum())
+            ctx = mp.get_context("fork")
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(q,))
+            p.start()
+            p.join(120)
+            assert p.exitcode == 0, p.exitcode
+            assert q.get(timeout=10) == parent
+            print("ok")
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr

@@ -33,13 +33,24 @@ is the normal quantile of that uniform (inversion; Acklam's approximation, relat
 from __future__ import annotations
 
 import math
+import os
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    # numba's default would take GNU OpenMP when TBB is missing, and a process that forks after
+    # an OpenMP parallel region kills its children ("fork() called from a process already using
+    # GNU OpenMP"), which breaks fork-based multiprocessing (AsyncVectorEnv, SubprocVecEnv).
+    # "forksafe" takes TBB (a dependency on x86-64) or else numba's own workqueue.
+    numba.config.THREADING_LAYER = "forksafe"
+
 PARALLEL_MIN_ROWS = 512
 """Vector environments of at least this many rows step with :func:`vector_step_parallel` (numba's
-threads; ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_threads(1)`` keeps them on one core)."""
+threads, one per core by default; ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_threads(1)`` keeps
+them on one core). The threading layer is fork-safe unless ``NUMBA_THREADING_LAYER`` says otherwise
+(see above)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "_nrt": False}
 """numba options of every kernel. ``_nrt=False``: no kernel allocates, and without the
@@ -625,7 +636,7 @@ def reset_rows(S, F, O, P, I, rows, keys):
         refresh_row(S, F, O, P, I, row)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)  # not inlined: one compiled copy serves the four step kernels (compile time)
 def finish_round(S, F, O, P, I, row, k):
     """Send a draft of length k (1..K) from ``row`` and complete the round. Returns (round_ms, rtt,
     start ms, accepted, tokens, channel state at sending, state at the start, round index,
