@@ -9,7 +9,8 @@ A process answers two questions:
   draft length ``k <= K``) and the per-position acceptance probabilities ``p``
   that generated it (the confidence signal is a noisy view of ``p``).
 
-Draws are counter-based (:mod:`specstop_gym.core.rng`): round ``r`` of an episode
+Draws are counter-based and computed by the compiled kernels (:mod:`specstop_gym.core.kernels`,
+the code the simulator runs): round ``r`` of an episode
 gets the same draws whatever policy runs, which is what common random numbers
 need. Position ``i`` is accepted when ``u_{r,i} < p_{r,i}``; ``G`` is the index of
 the first rejection minus one.
@@ -45,11 +46,6 @@ def extend_profile(profile: tuple[float, ...] | np.ndarray, max_draft: int) -> n
     if a.size >= max_draft:
         return a[:max_draft].copy()
     return np.concatenate([a, np.full(max_draft - a.size, a[-1])])
-
-
-def run_length(accepted: np.ndarray) -> np.ndarray:
-    """Number of leading True values along the last axis."""
-    return np.cumprod(accepted, axis=-1).sum(axis=-1).astype(np.int64)
 
 
 def confidence_signal(keys: np.ndarray, rounds: np.ndarray, p: np.ndarray, sigma: float) -> np.ndarray:

@@ -41,12 +41,6 @@ class ChannelRows:
         return cls(np.zeros(batch, np.int64), np.full(batch, np.inf), np.zeros(batch, np.int64), np.zeros(batch))
 
 
-def lognormal_from_normal(mean: np.ndarray, cv: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Lognormal variate with the given mean and coefficient of variation from a standard normal z."""
-    s2 = np.log1p(np.square(cv))
-    return mean * np.exp(np.sqrt(s2) * z - 0.5 * s2)
-
-
 def _rows_of(rows: "ChannelRows", idx: np.ndarray | slice) -> np.ndarray:
     """Row indices of ``idx`` (an index array or a slice over the rows)."""
     if isinstance(idx, slice):

@@ -614,7 +614,6 @@ def refresh_row(S, F, O, P, I, row):
 @njit(**_JIT)
 def reset_rows(S, F, O, P, I, rows, keys):
     """Start new episodes in ``rows`` with episode keys ``keys`` (uint64)."""
-    k = I[I_K]
     for j in range(rows.shape[0]):
         row = rows[j]
         key = keys[j]
