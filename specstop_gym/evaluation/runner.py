@@ -129,9 +129,8 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
                 pending = active
                 while len(pending):
                     ctx = _contexts(sim, pending, observable, token_level=True)
-                    conf = (sim.q[pending, sim.position[pending] - 1] if sim.has_signal
-                            else np.full(len(pending), np.nan))
-                    tctx = TokenContext(**vars(ctx), position=sim.position[pending].copy(), confidence=conf)
+                    tctx = TokenContext(**vars(ctx), position=sim.position[pending].copy(),
+                                        confidence=sim.confidence(pending))
                     stop = np.asarray(agent.should_stop(tctx), dtype=bool)
                     _, result, forced = sim.step_token(stop.astype(np.int64), pending)
                     if result is not None:
