@@ -40,7 +40,7 @@ class SingleFace(gym.Env):
         self.action_space = gym.spaces.Discrete(2 if self.token_level else self.config.max_draft)
         self.reward_model = RewardModel(self.config, self.sim)
         self.observation_fields = observation_fields(self.sim)
-        # batch-of-one arguments of Simulator.step_token (action) / step_round (k = action + 1)
+        # batch-of-one arguments of Simulator.step_token_rows (action) / step_round_rows (k = action + 1)
         self._sim_args = _constant_rows(range(2) if self.token_level else range(1, self.config.max_draft + 1))
         self._running = False
         self._last_round: dict[str, Any] | None = None

@@ -182,7 +182,7 @@ class VectorFace(VectorEnv):
         flags[8:14] = flags[7]  # one presence mask per round field, and the round's own (rows with a round)
         r_masks = flags[7:14]
         fin = r_masks[6].any()
-        ended_mask = terminated if self.max_episode_steps is None else terminated | truncated
+        ended_mask = terminated.copy() if self.max_episode_steps is None else terminated | truncated
         obs = sim.observe(self.token_level)
         done_rows = np.flatnonzero(terminated) if terminated.any() else _EMPTY
         forced = flags[2]
@@ -203,7 +203,7 @@ class VectorFace(VectorEnv):
             if len(done_rows):
                 self._add_episode_totals(info, done_rows)
             if next_step:
-                self._autoreset = ended_mask.copy()
+                self._autoreset = ended_mask
             return obs, rewards, terminated, truncated, info
         # SAME_STEP with finished rows: final obs/info of those rows, then reset them
         result = None
