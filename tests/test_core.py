@@ -489,7 +489,7 @@ def test_simulator_pickles_and_continues_identically() -> None:
     for _ in range(7):
         sim.step_token(np.array([0, 1, 0]))
     clone = pickle.loads(pickle.dumps(sim))
-    assert np.shares_memory(clone.risk, clone._F) and np.shares_memory(clone.t_ms, clone._F)  # views rebuilt
+    assert np.shares_memory(clone.risk, clone.state_floats) and np.shares_memory(clone.t_ms, clone.state_floats)  # views rebuilt
     g = np.random.default_rng(25)
     for _ in range(60):
         a = g.integers(0, 2, 3)

@@ -1,4 +1,4 @@
-"""The simulation core: pure numpy, batch axis first; imports neither gymnasium nor torch."""
+"""The simulation core: numpy state, numba kernels, batch axis first; imports neither gymnasium nor torch."""
 
 from .acceptance import (AcceptanceProcess, LatentDifficultyAcceptance, ProfileAcceptance, TraceAcceptance,
                          geometric, kaplan_meier_hazards)

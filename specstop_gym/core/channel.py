@@ -130,13 +130,6 @@ class Channel:
         """Long-run mean rtt (ms): the stationary delay the stationary oracle uses."""
         raise NotImplementedError  # pragma: no cover - interface
 
-    def tx_ms_per_token(self, state: np.ndarray, bytes_per_token: float,
-                        bandwidth_kbps: float | None) -> np.ndarray | float:
-        """Uplink transmission time per drafted token, ms (0 without a bandwidth)."""
-        if bandwidth_kbps is None or bytes_per_token == 0:
-            return 0.0
-        return bytes_per_token * 8.0 / bandwidth_kbps
-
 
 def _pack_lognormal(builder, cv: float) -> None:
     s2 = float(np.log1p(cv * cv))
@@ -225,11 +218,6 @@ class MarkovChannel(Channel):
 
     def long_run_mean_rtt_ms(self) -> float:
         return float(self.stationary() @ self.mean_ms)
-
-    def tx_ms_per_token(self, state, bytes_per_token, bandwidth_kbps):
-        if self.bandwidth_kbps is None or bytes_per_token == 0:
-            return 0.0
-        return bytes_per_token * 8.0 / self.bandwidth_kbps[state]
 
 
 def stationary_distribution(generator_per_ms: np.ndarray) -> np.ndarray:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as kn
-from . import rng
 from .acceptance import AcceptanceProcess
 from .channel import Channel, ChannelRows
 from .config import ScenarioConfig
@@ -85,7 +84,7 @@ class Simulator:
 
     The state lives in three arrays that the compiled kernels
     (:mod:`specstop_gym.core.kernels`) update in place, one loop over the stepped
-    rows per call: ``S`` (int64 columns), ``F`` (float64 columns, then the censored
+    rows per call: ``state_ints`` (int64 columns), ``state_floats`` (float64 columns, then the censored
     feedback counts and the current round's confidences) and the observation buffer.
     The attributes ``t_ms``, ``csi``, ``position``, ``risk``, ``q``, ... are views of
     their columns. Code that writes them directly must call :meth:`refresh_observation`.
@@ -103,21 +102,19 @@ class Simulator:
         self.max_draft = k = config.max_draft
         self.n_states = channel.n_states
         self.has_signal = config.confidence_sigma is not None
-        self._P, self._I = kn.pack_model(config, acceptance, channel)
-        self._S = np.zeros((b, kn.S_COLS), np.int64)
-        self._F = np.zeros((b, kn.F_COLS + 3 * k))
-        self._S[:, kn.S_DONE] = 1
-        self._S[:, kn.S_POS] = 1
-        self._S[:, kn.S_LEFT] = 0
-        self._obs = np.zeros((b, self.obs_dim), np.float32)
+        # the state (columns: kernels.S_*, F_*), the observation buffer and the kernels' parameters
+        self.kernel_params, self.kernel_ints = kn.pack_model(config, acceptance, channel)
+        self.state_ints = np.zeros((b, kn.S_COLS), np.int64)
+        self.state_floats = np.zeros((b, kn.F_COLS + 3 * k))
+        self.state_ints[:, kn.S_DONE] = 1
+        self.state_ints[:, kn.S_POS] = 1
+        self.obs_buffer = np.zeros((b, self.obs_dim), np.float32)
         # per-call output buffers of the kernels (overwritten by the next step; see step_token_rows)
-        self.out_ints = self._RI = np.zeros((b, kn.R_INT_COLS), np.int64)
-        self.out_floats = self._RF = np.zeros((b, kn.R_FLOAT_COLS))
-        self.out_step_ms = self._step_ms = np.zeros(b)
-        self.out_forced = self._forced = np.zeros(b, bool)
+        self.out_ints = np.zeros((b, kn.R_INT_COLS), np.int64)
+        self.out_floats = np.zeros((b, kn.R_FLOAT_COLS))
+        self.out_step_ms = np.zeros(b)
+        self.out_forced = np.zeros(b, bool)
         self._all = np.arange(b)
-        self.state_ints, self.state_floats, self.obs_buffer = self._S, self._F, self._obs  # columns: kernels.S_*, F_*
-        self.kernel_params, self.kernel_ints = self._P, self._I
         self._make_views()
         self.refresh_observation()
 
@@ -126,7 +123,7 @@ class Simulator:
 
     def _make_views(self) -> None:
         """Named views of the state columns (rebuilt after unpickling: pickle copies views apart)."""
-        S, F, k = self._S, self._F, self.max_draft
+        S, F, k = self.state_ints, self.state_floats, self.max_draft
         self.keys = S[:, kn.S_KEY].view(np.uint64)
         self.round_idx = S[:, kn.S_ROUND]
         self.tokens_left = S[:, kn.S_LEFT]
@@ -154,7 +151,7 @@ class Simulator:
     @property
     def done(self) -> np.ndarray:
         """Episode finished, per row (bool, a new array)."""
-        return self._S[:, kn.S_DONE] != 0
+        return self.state_ints[:, kn.S_DONE] != 0
 
     def _row_array(self, idx) -> np.ndarray:
         rows = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
@@ -167,18 +164,19 @@ class Simulator:
         """Start new episodes in rows ``idx`` with episode keys ``keys``."""
         rows = self._row_array(idx)
         keys = np.ascontiguousarray(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape))
-        kn.reset_rows(self._S, self._F, self._obs, self._P, self._I, rows, keys)
+        kn.reset_rows(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params, self.kernel_ints,
+                      rows, keys)
 
     # ------------------------------------------------------------------ rounds
     def round_result(self, n: int) -> RoundResult:
         """The ``n`` rounds finished by the last step, from the output buffers (copied)."""
-        return RoundResult(self._RI[:n].copy(), self._RF[:n].copy())
+        return RoundResult(self.out_ints[:n].copy(), self.out_floats[:n].copy())
 
     def finish_rounds(self, idx: np.ndarray, k: np.ndarray) -> RoundResult:
         """Send drafts of length ``k`` (1..K) from rows ``idx`` and complete their rounds."""
         rows = self._row_array(idx)
         ks = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), rows.shape))
-        n = kn.step_round(self._S, self._F, self._obs, self._P, self._I, rows, ks, self._RI, self._RF)
+        n = self.step_round_rows(rows, ks)
         if n < 0:
             raise ValueError(f"draft lengths must be in 1..{self.max_draft}, got {ks.tolist()}")
         return self.round_result(n)
@@ -196,9 +194,8 @@ class Simulator:
         rows = self._all if rows is None else self._row_array(rows)
         actions = np.ascontiguousarray(np.broadcast_to(np.asarray(action, dtype=np.int64), rows.shape))
         m = len(rows)
-        n = kn.step_token(self._S, self._F, self._obs, self._P, self._I, rows, actions, self._RI, self._RF,
-                          self._step_ms, self._forced)
-        return self._step_ms[:m].copy(), (self.round_result(n) if n else None), self._forced[:m].copy()
+        n = self.step_token_rows(rows, actions)
+        return self.out_step_ms[:m].copy(), (self.round_result(n) if n else None), self.out_forced[:m].copy()
 
     def step_token_rows(self, rows: np.ndarray, actions: np.ndarray) -> int:
         """Unchecked token-level step for the environments' hot path; returns the number ``n``
@@ -209,12 +206,14 @@ class Simulator:
         ``out_forced[:len(rows)]``, and the finished rounds in ``out_ints[:n]`` /
         ``out_floats[:n]`` (columns ``kernels.R_*``), valid until the next step.
         """
-        return kn.step_token(self._S, self._F, self._obs, self._P, self._I, rows, actions, self._RI, self._RF,
-                             self._step_ms, self._forced)
+        return kn.step_token(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params,
+                             self.kernel_ints, rows, actions, self.out_ints, self.out_floats, self.out_step_ms,
+                             self.out_forced)
 
     def step_round_rows(self, rows: np.ndarray, ks: np.ndarray) -> int:
         """Unchecked round-level step (see :meth:`step_token_rows`); ``ks`` int64 in 1..K."""
-        return kn.step_round(self._S, self._F, self._obs, self._P, self._I, rows, ks, self._RI, self._RF)
+        return kn.step_round(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params,
+                             self.kernel_ints, rows, ks, self.out_ints, self.out_floats)
 
     def step_round(self, k: np.ndarray, rows: np.ndarray | None = None) -> RoundResult:
         """Round-level step of rows ``rows`` (default all) with draft lengths ``k`` (1..K)."""
@@ -246,7 +245,8 @@ class Simulator:
             rows = self._all if ix is None else self._all[ix]
         else:
             rows = self._row_array(ix)
-        kn.refresh_rows(self._S, self._F, self._obs, self._P, self._I, np.ascontiguousarray(rows))
+        kn.refresh_rows(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params, self.kernel_ints,
+                        np.ascontiguousarray(rows))
 
     def observe(self, token_level: bool) -> np.ndarray:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
@@ -255,7 +255,7 @@ class Simulator:
         tokens_left/n_tokens]``. The one-hot is all zero when CSI is not observable;
         the confidence is 0 without a signal and at the round level.
         """
-        obs = self._obs.copy()
+        obs = self.obs_buffer.copy()
         if not token_level:
             obs[:, 0] = 0.0
             obs[:, 2 + self.n_states] = 0.0
@@ -264,7 +264,7 @@ class Simulator:
     def action_masks(self) -> np.ndarray:
         """Token-level valid actions (B, 2): [draft another, stop]; draft is invalid at max_draft."""
         out = np.empty((self.batch_size, 2), bool)
-        kn.action_masks(self._S, self._I, out)
+        kn.action_masks(self.state_ints, self.kernel_ints, out)
         return out
 
     def per_token_latency_ms(self) -> np.ndarray:
@@ -272,7 +272,3 @@ class Simulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.episode_time_ms / self.episode_tokens
 
-
-def new_keys(rng_: np.random.Generator, n: int) -> np.ndarray:
-    """Episode keys from an explicit generator (re-exported for the envs)."""
-    return rng.episode_keys(rng_, n)
