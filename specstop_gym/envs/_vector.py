@@ -169,14 +169,16 @@ class VectorFace(VectorEnv):
             resetting = np.flatnonzero(self._autoreset)
             active = ~self._autoreset
             self._reset_rows(resetting)
-        # every output of the step in four blocks, filled by one kernel call (rows: see kernels.vector_row)
+        # every output of the step in four blocks, filled by one kernel call (rows: see kernels.vector_rows;
+        # the simulator's round buffers are its scratch)
         ints = np.empty((6, n), np.int64)
         floats = np.empty((4, n))
         flags = np.empty((14, n), bool)
         masks = np.empty((n, 2) if self.token_level else (0, 2), bool)
         step = kn.vector_step_parallel if n >= kn.PARALLEL_MIN_ROWS else kn.vector_step
         step(sim.state_ints, sim.state_floats, sim.obs_buffer, sim.kernel_params, sim.kernel_ints, active, a,
-             self.token_level, self._reward_params, self._steps, ints, floats, flags, masks)
+             self.token_level, self._reward_params, self._steps, ints, floats, flags, masks, sim.out_ints,
+             sim.out_floats)
         rewards, terminated, truncated = floats[0], flags[0], flags[1]
         flags[3:7] = True  # presence masks of the per-step info entries
         flags[8:14] = flags[7]  # one presence mask per round field, and the round's own (rows with a round)
@@ -225,12 +227,20 @@ class VectorFace(VectorEnv):
         return obs, rewards, terminated, truncated, info
 
     def _add_episode_totals(self, info: dict[str, Any], d: np.ndarray) -> None:
-        n = self.num_envs
+        """Episode totals of the rows ``d`` that finished their episode (3 allocations in all)."""
         sim = self.sim
-        info["per_token_latency_ms"], info["_per_token_latency_ms"] = _put(
-            n, d, sim.per_token_latency_ms()[d], np.float64)
-        info["episode_time_ms"], info["_episode_time_ms"] = _put(n, d, sim.episode_time_ms[d], np.float64)
-        info["episode_tokens"], info["_episode_tokens"] = _put(n, d, sim.episode_tokens[d], np.int64)
+        time_ms = sim.episode_time_ms[d]
+        tokens = sim.episode_tokens[d]
+        times = np.zeros((2, self.num_envs))
+        counts = np.zeros(self.num_envs, np.int64)
+        masks = np.zeros((3, self.num_envs), bool)
+        times[0, d] = time_ms / tokens  # Simulator.per_token_latency_ms; a finished episode has tokens >= 1
+        times[1, d] = time_ms
+        counts[d] = tokens
+        masks[:, d] = True
+        info["per_token_latency_ms"], info["_per_token_latency_ms"] = times[0], masks[0]
+        info["episode_time_ms"], info["_episode_time_ms"] = times[1], masks[1]
+        info["episode_tokens"], info["_episode_tokens"] = counts, masks[2]
 
     def action_masks(self) -> np.ndarray:
         """Valid actions per row, shape (N, n_actions): token level [draft, stop], round level all k."""
