@@ -14,46 +14,59 @@ of the two runs are checked to be identical (a deterministic agent).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from _common import parse_config
 from agents.registry import make_agent
 from specstop_gym import make_scenario
 from specstop_gym.evaluation import run_agent
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=32)
-    p.add_argument("--agent", default="ucb-specstop")
-    p.add_argument("--scenario", default="qwen-geometric")
-    p.add_argument("--requests", type=int, default=2, help="requests per run")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--target", type=float, default=10.0)
-    args = p.parse_args()
-    scenario = make_scenario(args.scenario, requests_per_episode=args.requests)
-    seeds = list(range(args.seeds))
-    rates = {"batched": [], "per-seed loop": []}
+@dataclass
+class Config:
+    """Benchmark settings (one flag per field)."""
+
+    seeds: int = 32
+    """Seeds 0..seeds-1: rows of the batched run, iterations of the loop."""
+    agent: str = "ucb-specstop"
+    """Agent name (agents.registry)."""
+    scenario: str = "qwen-geometric"
+    """Scenario preset."""
+    requests: int = 2
+    """Requests per run."""
+    repeats: int = 3
+    """Timed runs per mode (alternating); the median is reported."""
+    target: float = 10.0
+    """Target ratio batched / per-seed loop (reported, not enforced)."""
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 1, "requests": 1, "repeats": 1})
+    scenario = make_scenario(cfg.scenario, requests_per_episode=cfg.requests)
+    seeds = list(range(cfg.seeds))
+    rates: dict[str, list[float]] = {"batched": [], "per-seed loop": []}
     totals = {}
-    for _ in range(args.repeats):
+    for _ in range(cfg.repeats):
         for mode in rates:
             batched = mode == "batched"
-            agent = make_agent(args.agent, scenario, n_runs=len(seeds) if batched else 1)
+            agent = make_agent(cfg.agent, scenario, n_runs=len(seeds) if batched else 1)
             t0 = time.perf_counter()
             run = run_agent(agent, scenario, seeds, batched=batched)
             dt = time.perf_counter() - t0
             rates[mode].append(len(run.columns["k"]) / dt)
             totals[mode] = run.total_time_ms
-    same = np.array_equal(totals["batched"], totals["per-seed loop"])
+    same = bool(np.array_equal(totals["batched"], totals["per-seed loop"]))
     med = {m: statistics.median(v) for m, v in rates.items()}
     ratio = med["batched"] / med["per-seed loop"]
-    print(f"{args.agent} on {args.scenario}, {args.seeds} seeds x {args.requests} requests, {args.repeats} repeats")
+    print(f"{cfg.agent} on {cfg.scenario}, {cfg.seeds} seeds x {cfg.requests} requests, {cfg.repeats} repeats")
     for m, v in med.items():
         print(f"  {m:14s} {v:12,.0f} rounds/s")
-    print(f"batched / per-seed loop: {ratio:.1f}x (target >= {args.target:g}x); identical totals: {same}")
+    print(f"batched / per-seed loop: {ratio:.1f}x (target >= {cfg.target:g}x); identical totals: {same}")
+    return {"ratio": ratio, "identical_totals": float(same)}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
@@ -35,6 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import specstop_gym  # noqa: F401  (registers the ids)
 from specstop_gym.sb3_vec_env import make_sb3_vec_env
+from _common import parse_config
 
 
 @dataclass
@@ -113,11 +113,8 @@ def env_steps_per_second(cfg: Config, native: bool, calls: int = 3000) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = Config()
-    for name, value in vars(defaults).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
-    cfg = Config(**vars(parser.parse_args(argv)))
+    cfg = parse_config(Config, __doc__, argv, minimum={"n_envs": 1, "timesteps": 1, "n_steps": 2, "batch_size": 2,
+                                                         "n_epochs": 1, "repeats": 1, "threads": 1, "seed": 0})
     warnings.simplefilter("ignore")
     torch.set_num_threads(cfg.threads)
     print(f"PPO MlpPolicy on {cfg.env_id} ({cfg.scenario}), n_envs={cfg.n_envs}, {cfg.timesteps} timesteps, "

@@ -23,7 +23,6 @@ is how the numbers in the report of the speed work were cross-checked.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 import specstop_gym  # noqa: F401  (registers the ids)
+from _common import parse_config
 
 REFERENCE_ID = "CartPole-v1"
 
@@ -70,11 +70,7 @@ def steps_per_second(env_id: str, steps: int, seed: int, **kwargs) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = Config()
-    for name, value in vars(defaults).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
-    cfg = Config(**vars(parser.parse_args(argv)))
+    cfg = parse_config(Config, __doc__, argv, minimum={"steps": 1, "repeats": 1, "seed": 0})
     runs: dict[str, tuple[str, dict]] = {
         REFERENCE_ID: (REFERENCE_ID, {}),
         "SpecStop-v0": ("SpecStop-v0", {"scenario": cfg.scenario}),

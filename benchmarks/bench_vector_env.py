@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 import specstop_gym  # noqa: F401  (registers the ids)
+from _common import parse_config
 
 REFERENCE_ID = "CartPole-v1"
 IDS = ("SpecStop-v0", "SpecStopRound-v0")
@@ -88,14 +88,8 @@ def run_profile(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = Config()
-    for name, value in vars(defaults).items():
-        if isinstance(value, list):
-            parser.add_argument(f"--{name}", type=int, nargs="+", default=value)
-        else:
-            parser.add_argument(f"--{name}", type=type(value), default=value)
-    cfg = Config(**vars(parser.parse_args(argv)))
+    cfg = parse_config(Config, __doc__, argv,
+                       minimum={"sizes": 1, "env_steps": 1, "repeats": 1, "seed": 0, "profile": 0})
     if cfg.profile:
         run_profile(cfg)
         return {}

@@ -7,11 +7,12 @@
   policy (and of every fixed k, on common random numbers); the channels.
 * Counter-based randomness: row ``i`` of a batch equals a batch of one with the same
   key, whatever rows are stepped together; two policies on one key see the same
-  acceptance draws (common random numbers); the small-batch (Python integer) and the
-  large-batch (numpy) hash paths agree bit for bit.
+  acceptance draws (common random numbers); a draw does not depend on the batch it is
+  computed in; normals are the normal quantile of the uniforms.
 * The fast paths against references: the persistent observation buffer against the
-  observation recomputed from the state arrays; pinned trajectories recorded from the
-  code before the speed work (bit-identical on the platform they were recorded on).
+  observation recomputed from the state arrays; pinned trajectories (bit-identical on
+  the platform they were recorded on, see ``RECORDED_ON``); the checked simulator API
+  rejects bad rows and draft lengths before it changes any state.
 
 Randomness only through explicit generators (``np.random.default_rng(seed)``) and the
 project's keyed streams.

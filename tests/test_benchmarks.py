@@ -1,0 +1,76 @@
+"""The benchmark scripts run end to end on tiny budgets and report the ratios they promise.
+
+Timing targets are not asserted (the machines are shared and noisy; the scripts report
+ratios measured in one run). What is checked: each script runs through its ``main``
+with a small budget, returns finite positive ratios for every environment or mode it
+compares, and rejects out-of-range settings with an error naming the flag.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _benchmarks_on_path():
+    sys.path.insert(0, str(BENCHMARKS))
+    yield
+    sys.path.remove(str(BENCHMARKS))
+
+
+def _bench(name: str):
+    return importlib.import_module(name)
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def test_single_env_benchmark_reports_ratios_to_cartpole(capsys) -> None:
+    ratios = _bench("bench_single_env").main(["--steps", "300", "--repeats", "1"])
+    assert set(ratios) == {f"{e}/{c}" for e in ("CartPole-v1", "SpecStop-v0", "SpecStopRound-v0")
+                           for c in ("wall", "cpu")}
+    assert ratios["CartPole-v1/wall"] == 1.0 and all(_positive(r) for r in ratios.values())
+    assert "SpecStop-v0 / CartPole-v1" in capsys.readouterr().out
+
+
+def test_vector_env_benchmark_reports_a_ratio_per_size_and_env() -> None:
+    results = _bench("bench_vector_env").main(["--sizes", "4", "16", "--env_steps", "400", "--repeats", "1"])
+    assert set(results) == {4, 16}
+    for per_env in results.values():
+        assert set(per_env) == {"CartPole-v1", "SpecStop-v0", "SpecStopRound-v0"}
+        assert per_env["CartPole-v1"] == 1.0 and all(_positive(r) for r in per_env.values())
+
+
+def test_batched_eval_benchmark_gives_identical_totals() -> None:
+    out = _bench("bench_batched_eval").main(["--seeds", "3", "--requests", "1", "--repeats", "1",
+                                             "--agent", "static-k"])
+    assert _positive(out["ratio"]) and out["identical_totals"] == 1.0
+
+
+def test_ppo_fps_benchmark_reports_fps_and_the_ceiling() -> None:
+    out = _bench("bench_ppo_fps").main(["--n_envs", "2", "--timesteps", "64", "--n_steps", "16",
+                                        "--batch_size", "16", "--n_epochs", "1", "--repeats", "1"])
+    assert set(out) == {"fps_ratio", "collect_fps_ratio", "env_ratio", "fps_ratio_ceiling"}
+    assert all(_positive(v) for v in out.values())
+
+
+@pytest.mark.parametrize("script, argv, flag", [
+    ("bench_vector_env", ["--sizes", "8", "0"], "--sizes"),
+    ("bench_single_env", ["--repeats", "0"], "--repeats"),
+    ("bench_batched_eval", ["--seeds", "0"], "--seeds"),
+    ("bench_ppo_fps", ["--n_envs", "-1"], "--n_envs"),
+])
+def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
+                                                                  capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _bench(script).main(argv)
+    assert exc.value.code == 2
+    assert f"{flag} must be >=" in capsys.readouterr().err
