@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specstop_gym.cli import parse_value
 from specstop_gym.core.config import ScenarioConfig
 
 from .base import Agent
@@ -56,29 +57,11 @@ def _valid_names() -> str:
             f"{' and '.join(RUNNER_NAMES)}")
 
 
-def _parse_value(text: str) -> Any:
-    """int, float, bool (true/false), None (none/null), else the string itself."""
-    t = text.strip()
-    low = t.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        return t
-
-
 def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name:key=value,key=value"`` -> ``(name, {key: value})``.
 
-    Values are parsed as int, float, bool (``true``/``false``), None
-    (``none``/``null``) or left as strings. ``"static-k:k=4,foo=0.5"`` gives
+    Values are parsed by :func:`specstop_gym.cli.parse_value`: int, float, bool
+    (``true``/``false``), None (``none``/``null``), else the string itself. ``"static-k:k=4,foo=0.5"`` gives
     ``("static-k", {"k": 4, "foo": 0.5})``. The name is not checked here (see
     :func:`make_agent`); a malformed spec raises ValueError.
     """
@@ -97,7 +80,7 @@ def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 raise ValueError(f"agent spec {spec!r}: parameter {item.strip()!r} is not of the form key=value")
             if key in params:
                 raise ValueError(f"agent spec {spec!r}: parameter {key!r} given twice")
-            params[key] = _parse_value(value)
+            params[key] = parse_value(value)
     return name, params
 
 

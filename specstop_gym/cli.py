@@ -1,5 +1,5 @@
 """Command-line plumbing shared by ``evaluate.py`` and ``train.py``: dataclass-field help
-text, the help formatter, and ``--set field=value`` scenario overrides."""
+text, the help formatter, command-line values, and ``--set field=value`` scenario overrides."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import argparse
 import ast
 import inspect
 import itertools
-import json
 from typing import Any
 
 
@@ -44,9 +43,30 @@ def tuples_from_lists(v: Any) -> Any:
     return tuple(tuples_from_lists(x) for x in v) if isinstance(v, list) else v
 
 
+def parse_value(text: str) -> Any:
+    """A value given on the command line (``--set``, ``--hyperparams``, agent specs):
+    ``true``/``false``/``none``/``null`` (any case), else a Python literal (``3``, ``3e-4``,
+    ``[64, 64]``, ``{"a": 1}``, ``"quoted"``), else a float (``nan``, ``inf``), else the string
+    itself (``tanh``, ``lin_3e-4``)."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(t)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        return t
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``field=value`` -> (field, value): the field must be a ScenarioConfig field; the value is
-    JSON if it parses (lists become tuples), else the string itself."""
+    parsed by :func:`parse_value` (lists become tuples)."""
     from .core.config import field_names
 
     key, eq, text = item.partition("=")
@@ -56,11 +76,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     valid = field_names()
     if key not in valid:
         raise UsageError(f"--set {item!r}: unknown scenario field {key!r}; valid: {', '.join(valid)}")
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    return key, tuples_from_lists(value)
+    return key, tuples_from_lists(parse_value(text))
 
 
 def parse_scenario_overrides(items: list[str]) -> dict[str, Any]:

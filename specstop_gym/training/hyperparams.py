@@ -41,12 +41,13 @@ What we measured (docs/training.md) and therefore use, per (algorithm, level):
 
 from __future__ import annotations
 
-import ast
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+from ..cli import parse_value
 
 ALGORITHMS = ("PPO", "A2C", "DQN", "MaskablePPO", "RecurrentPPO")
 """Algorithm names accepted by train.py (case-insensitive on the command line)."""
@@ -216,21 +217,6 @@ def valid_keys(algo: str) -> list[str]:
     keys = [k for k in params if k not in MANAGED]
     keys += [k for k, algos in POLICY_SHORTCUTS.items() if info.name in algos]
     return sorted(set(keys))
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: Python literal (``3e-4``, ``[64, 64]``, ``True``, ``{"a": 1}``),
-    ``true``/``false``/``none``, else the string itself (``tanh``, ``lin_3e-4``)."""
-    t = text.strip()
-    low = t.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(t)
-    except (ValueError, SyntaxError):
-        return t
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
