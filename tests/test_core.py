@@ -507,8 +507,6 @@ def test_simulator_rejects_bad_rows_and_draft_lengths_before_stepping() -> None:
     before = sim.state_floats.copy(), sim.state_ints.copy()
     with pytest.raises(IndexError, match="row indices must be in 0..2"):
         sim.step_token(np.zeros(1, np.int64), rows=np.array([3]))
-    with pytest.raises(ValueError, match="step_token rows must be distinct"):
-        sim.step_token(np.array([0, 1]), rows=np.array([1, 1]))
     with pytest.raises(ValueError, match="draft lengths must be in 1..8"):
         sim.step_round(np.array([1, 9, 2]))
     np.testing.assert_array_equal(sim.state_floats, before[0])

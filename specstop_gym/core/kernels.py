@@ -52,9 +52,6 @@ threads, one per core by default; ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_thr
 them on one core). The threading layer is fork-safe unless ``NUMBA_THREADING_LAYER`` says otherwise
 (see above)."""
 
-PARALLEL_BLOCKS = 64
-"""Blocks of rows a threaded vector step hands out to its threads (balances uneven blocks)."""
-
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy", "_nrt": False}
 """numba options of every kernel. ``_nrt=False``: no kernel allocates, and without the
 runtime's reference counting an array passed to a helper costs nothing (with it, each
@@ -148,8 +145,8 @@ F_T, F_REQ_START, F_LAST_RTT, F_EP_TIME, F_NEXT_SWITCH, F_OFFSET, F_Z = range(7)
 F_COLS = 7  # then risk (K), acc (K), q (K)
 
 # round outputs: int columns and float columns of the per-call output buffers
-R_ROW, R_K, R_ACCEPTED, R_TOKENS, R_STATE, R_START_STATE, R_ROUND, R_REQ_DONE, R_EP_DONE, R_SLOT = range(10)
-R_INT_COLS = 10  # R_SLOT: step_token's index of the row in its ``rows`` argument
+R_ROW, R_K, R_ACCEPTED, R_TOKENS, R_STATE, R_START_STATE, R_ROUND, R_REQ_DONE, R_EP_DONE = range(9)
+R_INT_COLS = 9
 R_ROUND_MS, R_RTT, R_START_MS = range(3)
 R_FLOAT_COLS = 3
 
@@ -638,7 +635,7 @@ def reset_rows(S, F, O, P, I, rows, keys):
         refresh_row(S, F, O, P, I, row)
 
 
-@njit(inline="always", **_JIT)  # inlined into finish_rounds only: the one compiled copy (compile time)
+@njit(**_JIT)  # not inlined: one compiled copy serves the four step kernels (compile time)
 def finish_round(S, F, O, P, I, row, k):
     """Send a draft of length k (1..K) from ``row`` and complete the round. Returns (round_ms, rtt,
     start ms, accepted, tokens, channel state at sending, state at the start, round index,
@@ -705,6 +702,9 @@ def finish_round(S, F, O, P, I, row, k):
     return round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done
 
 
+_NO_ROUND = (0.0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False)
+
+
 @njit(inline="always", **_JIT)
 def write_round(RI, RF, j, row, k, res):
     """Outputs of a finished round (the tuple of :func:`finish_round`) into RI[j], RF[j]."""
@@ -723,25 +723,6 @@ def write_round(RI, RF, j, row, k, res):
     RF[j, R_START_MS] = t0
 
 
-ZERO = np.int64(0)
-"""Row bound 0 as int64 for calls of the non-inlined kernels: a literal ``0`` would make numba compile
-a second copy specialised to the constant (the literal type), which costs compile time."""
-
-
-@njit(**_JIT)  # not inlined: every step kernel calls this one compiled loop (compile time)
-def finish_rounds(S, F, O, P, I, RI, RF, lo, hi):
-    """Finish the rounds listed in ``RI[lo:hi]`` (row in column ``R_ROW``, draft length in ``R_K``,
-    1..K) and write their outputs over the same entries of ``RI`` / ``RF``.
-
-    Every kernel that finishes rounds first lists them, then calls this loop: the round's
-    arithmetic is compiled once, and a loop over rows (not a call per row) lets the compiler
-    keep it tight."""
-    for j in range(lo, hi):
-        row = RI[j, R_ROW]
-        k = RI[j, R_K]
-        write_round(RI, RF, j, row, k, finish_round(S, F, O, P, I, row, k))
-
-
 @njit(**_JIT)
 def step_round(S, F, O, P, I, rows, ks, RI, RF):
     """Finish a round of draft length ks[j] in rows[j]; returns the number of rounds (-1: a k out of 1..K)."""
@@ -750,18 +731,15 @@ def step_round(S, F, O, P, I, rows, ks, RI, RF):
         if ks[j] < 1 or ks[j] > kmax:
             return -1
     for j in range(rows.shape[0]):
-        RI[j, R_ROW] = rows[j]
-        RI[j, R_K] = ks[j]
-    finish_rounds(S, F, O, P, I, RI, RF, ZERO, rows.shape[0])
+        write_round(RI, RF, j, rows[j], ks[j], finish_round(S, F, O, P, I, rows[j], ks[j]))
     return rows.shape[0]
 
 
 @njit(inline="always", **_JIT)
-def token_choice(S, F, O, P, I, row, action):
-    """Token-level action of one row: 1 stops and sends, anything else drafts another token (a
-    forced stop at max_draft). A draft moves the row to the next position; returns (draft length
-    to send, 0 when the row drafted; forced stop). A round's steps add up to T(k): each draft
-    step takes ``draft_ms``, the sending step ``T(k) - (k - 1) * draft_ms``."""
+def token_action(S, F, O, P, I, row, action):
+    """Token-level action of one row: 1 stops and sends, anything else drafts another token
+    (a forced stop at max_draft). Returns (step_ms, finished, forced, k, the round's outputs of
+    :func:`finish_round` (zeros when drafting)); a round's steps add up to T(k)."""
     kmax = I[I_K]
     pos = S[row, S_POS]
     send = action == 1
@@ -771,35 +749,24 @@ def token_choice(S, F, O, P, I, row, action):
         O[row, 0] = np.float32(pos / kmax)
         if I[I_SIGNAL]:
             O[row, 2 + I[I_M]] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
-        return 0, False
-    return pos, not send
-
-
-@njit(inline="always", **_JIT)
-def sending_step_ms(P, RI, RF, j):
-    """Duration (ms) of the token-level step that sent the round ``RI[j]``: T(k) - (k - 1) * draft_ms."""
-    return RF[j, R_ROUND_MS] - (RI[j, R_K] - 1) * P[P_DRAFT]
+        return P[P_DRAFT], False, False, pos, _NO_ROUND
+    res = finish_round(S, F, O, P, I, row, pos)
+    return res[0] - (pos - 1) * P[P_DRAFT], True, not send, pos, res
 
 
 @njit(**_JIT)
 def step_token(S, F, O, P, I, rows, actions, RI, RF, step_ms, forced):
-    """Token-level step of ``rows`` (distinct; see :func:`token_choice`). Writes step_ms and forced
-    per stepped row; returns the number of rounds finished (outputs in RI/RF rows 0..n-1, in row
-    order; column ``R_SLOT`` holds the index into ``rows``)."""
-    n = ZERO
+    """Token-level step of ``rows`` (see :func:`token_action`). Writes step_ms and forced per
+    stepped row; returns the number of rounds finished (outputs in RI/RF rows 0..n-1, in row order)."""
+    n = 0
     for j in range(rows.shape[0]):
         row = rows[j]
-        k, frc = token_choice(S, F, O, P, I, row, actions[j])
+        ms, fin, frc, k, res = token_action(S, F, O, P, I, row, actions[j])
+        step_ms[j] = ms
         forced[j] = frc
-        step_ms[j] = P[P_DRAFT]
-        if k:
-            RI[n, R_ROW] = row
-            RI[n, R_K] = k
-            RI[n, R_SLOT] = j
+        if fin:
+            write_round(RI, RF, n, row, k, res)
             n += 1
-    finish_rounds(S, F, O, P, I, RI, RF, ZERO, n)
-    for j in range(n):
-        step_ms[RI[j, R_SLOT]] = sending_step_ms(P, RI, RF, j)
     return n
 
 
@@ -812,12 +779,10 @@ def actions_in_range(actions, n_actions):
     return True
 
 
-@njit(**_JIT)
-def vector_rows(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks, RI, RF, lo, hi):
-    """Rows ``lo..hi-1`` of a vector-environment step: every active row's action (a row is inactive
-    when it was just reset by a NextStep autoreset; ``active`` empty: all rows active), then the
-    rounds sent in this step (listed in ``RI[lo:]``, finished by :func:`finish_rounds`), then every
-    per-row output of the step.
+@njit(inline="always", **_JIT)
+def vector_row(S, F, O, P, I, row, active, action, token_level, R, steps, ints, floats, flags, masks):
+    """One row of a vector-environment step: the action (unless the row is inactive: it was just
+    reset by a NextStep autoreset), then every per-row output of the step.
 
     ``R`` = (credit mode, reference ms/token, time scale, max episode steps or 0); the reward is
     ``-step_ms / scale`` (latency) or ``(tokens * reference - step_ms) / scale`` (token credit).
@@ -827,78 +792,68 @@ def vector_rows(S, F, O, P, I, active, actions, token_level, R, steps, ints, flo
     info masks, with numpy: fewer output streams keep the loop fast); ``masks`` row: the
     token-level action mask. Rows without a round get zeros in the round entries.
     """
-    all_active = active.shape[0] == 0
-    n = lo
-    for row in range(lo, hi):
-        forced = False
-        if all_active or active[row]:
-            steps[row] += 1
-            if token_level:
-                k, forced = token_choice(S, F, O, P, I, row, actions[row])
-            else:
-                k = actions[row] + 1
-            if k:
-                RI[n, R_ROW] = row
-                RI[n, R_K] = k
-                n += 1
-        flags[2, row] = forced
-    finish_rounds(S, F, O, P, I, RI, RF, lo, n)
-    j = lo  # the next finished round (listed in row order)
-    for row in range(lo, hi):
-        fin = j < n and RI[j, R_ROW] == row
-        if fin:
-            tokens = RI[j, R_TOKENS]
-            step_ms = sending_step_ms(P, RI, RF, j) if token_level else RF[j, R_ROUND_MS]
-            ints[2, row] = RI[j, R_K]
-            ints[3, row] = RI[j, R_ACCEPTED]
-            ints[4, row] = tokens
-            ints[5, row] = RI[j, R_STATE]
-            floats[2, row] = RF[j, R_ROUND_MS]
-            floats[3, row] = RF[j, R_RTT]
-            j += 1
+    fin = False
+    forced = False
+    k = 0
+    res = _NO_ROUND
+    if active:
+        if token_level:
+            step_ms, fin, forced, k, res = token_action(S, F, O, P, I, row, action)
         else:
-            tokens = 0
-            step_ms = P[P_DRAFT]
-            for c in range(2, 6):
-                ints[c, row] = 0
-            floats[2, row] = 0.0
-            floats[3, row] = 0.0
-        if not (all_active or active[row]):
-            floats[0, row] = 0.0
-        elif R[0] != 0.0:
-            floats[0, row] = (tokens * R[1] - step_ms) / R[2]
+            k = action + 1
+            res = finish_round(S, F, O, P, I, row, k)
+            step_ms = res[0]
+            fin = True
+        steps[row] += 1
+        if R[0] != 0.0:
+            floats[0, row] = (res[4] * R[1] - step_ms) / R[2]  # res[4]: tokens (0 when drafting)
         else:
             floats[0, row] = -step_ms / R[2]
-        ints[0, row] = S[row, S_CSI]
-        ints[1, row] = S[row, S_LEFT]
-        floats[1, row] = F[row, F_T]
-        flags[0, row] = S[row, S_DONE] != 0
-        flags[1, row] = R[3] > 0.0 and steps[row] >= R[3]
-        flags[7, row] = fin
-        if token_level:
-            masks[row, 0] = S[row, S_POS] < I[I_K]
-            masks[row, 1] = True
+    else:
+        floats[0, row] = 0.0
+    ints[0, row] = S[row, S_CSI]
+    ints[1, row] = S[row, S_LEFT]
+    floats[1, row] = F[row, F_T]
+    if fin:
+        ints[2, row] = k
+        ints[3, row] = res[3]
+        ints[4, row] = res[4]
+        ints[5, row] = res[5]
+        floats[2, row] = res[0]
+        floats[3, row] = res[1]
+    else:
+        for c in range(2, 6):
+            ints[c, row] = 0
+        floats[2, row] = 0.0
+        floats[3, row] = 0.0
+    flags[0, row] = S[row, S_DONE] != 0
+    flags[1, row] = R[3] > 0.0 and steps[row] >= R[3]
+    flags[2, row] = forced
+    flags[7, row] = fin
+    if token_level:
+        masks[row, 0] = S[row, S_POS] < I[I_K]
+        masks[row, 1] = True
 
 
 @njit(**_JIT)
-def vector_step(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks, RI, RF):
-    """Step every row of a vector environment; see :func:`vector_rows` (``RI`` / ``RF``: scratch
-    of at least N rows for the rounds finished in the step)."""
-    vector_rows(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks, RI, RF,
-                ZERO, S.shape[0])
+def vector_step(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks):
+    """Step every row of a vector environment (``active`` empty: all rows active); see
+    :func:`vector_row`. ``flags[13]`` marks the rows that finished a round."""
+    all_active = active.shape[0] == 0
+    for row in range(S.shape[0]):
+        vector_row(S, F, O, P, I, row, all_active or active[row], actions[row], token_level, R, steps,
+                   ints, floats, flags, masks)
 
 
 @njit(parallel=True, **_JIT)
-def vector_step_parallel(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks, RI, RF):
-    """:func:`vector_step` with the rows split into ``PARALLEL_BLOCKS`` blocks over numba's threads
-    (rows are independent, and every block writes only its own rows and its own part of the
-    scratch, so the results are the same bits; no reduction, which would need the runtime's
-    allocator)."""
-    n = S.shape[0]
-    blocks = min(n, PARALLEL_BLOCKS)
-    for b in prange(blocks):
-        vector_rows(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks, RI, RF,
-                    b * n // blocks, (b + 1) * n // blocks)
+def vector_step_parallel(S, F, O, P, I, active, actions, token_level, R, steps, ints, floats, flags, masks):
+    """:func:`vector_step` with the rows split over numba's threads (rows are independent and
+    every row writes only its own entries, so the results are the same bits; no reduction, which
+    would need the runtime's allocator)."""
+    all_active = active.shape[0] == 0
+    for row in prange(S.shape[0]):
+        vector_row(S, F, O, P, I, row, all_active or active[row], actions[row], token_level, R, steps,
+                   ints, floats, flags, masks)
 
 
 @njit(**_JIT)

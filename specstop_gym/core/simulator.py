@@ -192,8 +192,6 @@ class Simulator:
         row indices, in the order of ``rows``.
         """
         rows = self._all if rows is None else self._row_array(rows)
-        if len(rows) > 1 and len(np.unique(rows)) != len(rows):
-            raise ValueError(f"step_token rows must be distinct, got {rows.tolist()}")
         actions = np.ascontiguousarray(np.broadcast_to(np.asarray(action, dtype=np.int64), rows.shape))
         m = len(rows)
         n = self.step_token_rows(rows, actions)

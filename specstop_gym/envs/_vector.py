@@ -169,16 +169,14 @@ class VectorFace(VectorEnv):
             resetting = np.flatnonzero(self._autoreset)
             active = ~self._autoreset
             self._reset_rows(resetting)
-        # every output of the step in four blocks, filled by one kernel call (rows: see kernels.vector_rows;
-        # the simulator's round buffers are its scratch)
+        # every output of the step in four blocks, filled by one kernel call (rows: see kernels.vector_row)
         ints = np.empty((6, n), np.int64)
         floats = np.empty((4, n))
         flags = np.empty((14, n), bool)
         masks = np.empty((n, 2) if self.token_level else (0, 2), bool)
         step = kn.vector_step_parallel if n >= kn.PARALLEL_MIN_ROWS else kn.vector_step
         step(sim.state_ints, sim.state_floats, sim.obs_buffer, sim.kernel_params, sim.kernel_ints, active, a,
-             self.token_level, self._reward_params, self._steps, ints, floats, flags, masks, sim.out_ints,
-             sim.out_floats)
+             self.token_level, self._reward_params, self._steps, ints, floats, flags, masks)
         rewards, terminated, truncated = floats[0], flags[0], flags[1]
         flags[3:7] = True  # presence masks of the per-step info entries
         flags[8:14] = flags[7]  # one presence mask per round field, and the round's own (rows with a round)
