@@ -30,13 +30,12 @@ import dataclasses
 import shlex
 import sys
 import time
-import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from specstop_gym.cli import HelpFormatter, UsageError, field_docs, parse_scenario_overrides
+from specstop_gym.cli import UsageError, dataclass_parser, parse_scenario_overrides
 
 DEFAULT_AGENTS = ("static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop", "contextual-ucb", "oracle",
                   "best-fixed-k")
@@ -61,7 +60,7 @@ class Args:
     level: Literal["round", "token"] = "round"
     """round: the agent picks k per round; token: it decides draft-or-stop after each drafted token"""
     set: list[str] = field(default_factory=list)
-    """override any scenario field, field=value (repeatable; value parsed as JSON if possible, else a string)"""
+    """override any scenario field, field=value (repeatable; the value is a number, list, true/false/none or a quoted string when it parses as one, else the string itself)"""
     delay_ms: float | None = field(default=None, metadata={"metavar": "MS"})
     """shortcut for --set delay_ms=... (the constant or mean rtt of constant/iid channels)"""
     delay_trace: str | None = field(default=None, metadata={"metavar": "PATH"})
@@ -91,33 +90,7 @@ class Args:
 # --------------------------------------------------------------------------- CLI from the dataclass
 def build_parser(cls: type = Args) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of ``cls`` (help = the field's docstring)."""
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kw: dict[str, Any] = {"default": default, "help": docs.get(f.name, ""), "dest": f.name}
-        if "metavar" in f.metadata:
-            kw["metavar"] = f.metadata["metavar"]
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if tp is bool:
-            kw.update(action="store_true")
-        elif typing.get_origin(tp) is Literal:
-            kw.update(choices=list(typing.get_args(tp)))
-        elif f.name == "set":
-            kw.update(action="append", metavar="FIELD=VALUE", type=str)
-            kw["default"] = None
-        elif typing.get_origin(tp) is list or (args and typing.get_origin(args[0]) is list):
-            inner = typing.get_args(tp if typing.get_origin(tp) is list else args[0])[0]
-            kw.update(nargs="+", type=inner)
-            kw.setdefault("metavar", inner.__name__.upper())
-        else:
-            kw.update(type=args[0] if args else tp)
-        parser.add_argument(flag, **kw)
-    return parser
+    return dataclass_parser(cls, "evaluate.py", __doc__)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

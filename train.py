@@ -27,14 +27,18 @@ import random
 import shlex
 import sys
 import time
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from specstop_gym.cli import HelpFormatter, UsageError, field_docs, parse_scenario_overrides, tuples_from_lists
+from specstop_gym.cli import (
+    UsageError,
+    dataclass_parser,
+    parse_scenario_overrides,
+    tuples_from_lists,
+)
 
 RUN_SCHEMA_VERSION = 1
 """Version of the config.json layout of a run folder."""
@@ -55,7 +59,7 @@ class TrainConfig:
     scenario: str = field(default="qwen-geometric", metadata={"metavar": "NAME"})
     """scenario preset (specstop_gym.scenario_names())"""
     set: list[str] = field(default_factory=list)
-    """override a scenario field, field=value (repeatable; JSON values, else strings); train.py sets the training reward (reward_mode, time_scale_ms=100) per algorithm and level unless overridden (docs/training.md)"""
+    """override a scenario field, field=value (repeatable; numbers, lists, true/false/none, else strings); train.py sets the training reward (reward_mode, time_scale_ms=100) per algorithm and level unless overridden (docs/training.md)"""
     n_envs: int = field(default=16, metadata={"metavar": "N"})
     """parallel environments (rows of one native vector env)"""
     seed: int = field(default=0, metadata={"metavar": "SEED"})
@@ -91,36 +95,8 @@ class TrainConfig:
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """One flag per TrainConfig field; ``suppress_defaults`` leaves unset flags out of the namespace
     (to tell which flags were given explicitly)."""
-    parser = argparse.ArgumentParser(prog="train.py", description=(__doc__ or "").split("\n\n")[0],
-                                     epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
-                                     formatter_class=HelpFormatter)
-    hints = typing.get_type_hints(TrainConfig)
-    docs = field_docs(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kw: dict[str, Any] = {"help": docs.get(f.name, ""), "dest": f.name,
-                              "default": argparse.SUPPRESS if suppress_defaults else default}
-        if "metavar" in f.metadata:
-            kw["metavar"] = f.metadata["metavar"]
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if f.name == "native":
-            kw["action"] = argparse.BooleanOptionalAction
-        elif tp is bool:
-            kw["action"] = "store_true"
-        elif typing.get_origin(tp) is Literal:
-            kw["choices"] = list(typing.get_args(tp))
-        elif f.name == "set":
-            kw.update(action="append", metavar="FIELD=VALUE")
-            if not suppress_defaults:
-                kw["default"] = None
-        elif typing.get_origin(tp) is list:
-            kw.update(nargs="+", type=typing.get_args(tp)[0])
-        else:
-            kw["type"] = args[0] if args else tp
-        parser.add_argument(flag, **kw)
-    return parser
+    return dataclass_parser(TrainConfig, "train.py", __doc__, epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
+                            suppress_defaults=suppress_defaults, negatable=("native",))
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from _common import parse_config
+
 from agents.registry import make_agent
 from specstop_gym import make_scenario
 from specstop_gym.evaluation import run_agent
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rates: dict[str, list[float]] = {"batched": [], "per-seed loop": []}
     totals = {}
     for _ in range(cfg.repeats):
-        for mode in rates:
+        for mode, mode_rates in rates.items():
             batched = mode == "batched"
             agent = make_agent(cfg.agent, scenario, n_runs=len(seeds) if batched else 1)
             t0 = time.perf_counter()
             run = run_agent(agent, scenario, seeds, batched=batched)
             dt = time.perf_counter() - t0
-            rates[mode].append(len(run.columns["k"]) / dt)
+            mode_rates.append(len(run.columns["k"]) / dt)
             totals[mode] = run.total_time_ms
     same = bool(np.array_equal(totals["batched"], totals["per-seed loop"]))
     med = {m: statistics.median(v) for m, v in rates.items()}

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from _common import parse_config
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
 import specstop_gym  # noqa: F401  (registers the ids)
 from specstop_gym.sb3_vec_env import make_sb3_vec_env
-from _common import parse_config
 
 
 @dataclass

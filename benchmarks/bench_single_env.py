@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from _common import parse_config
 
 import specstop_gym  # noqa: F401  (registers the ids)
-from _common import parse_config
 
 REFERENCE_ID = "CartPole-v1"
 

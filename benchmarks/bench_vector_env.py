@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
+from _common import parse_config
 
 import specstop_gym  # noqa: F401  (registers the ids)
-from _common import parse_config
 
 REFERENCE_ID = "CartPole-v1"
 IDS = ("SpecStop-v0", "SpecStopRound-v0")

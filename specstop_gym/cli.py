@@ -1,13 +1,16 @@
-"""Command-line plumbing shared by ``evaluate.py`` and ``train.py``: dataclass-field help
-text, the help formatter, command-line values, and ``--set field=value`` scenario overrides."""
+"""Command-line plumbing shared by ``evaluate.py``, ``train.py`` and the benchmark scripts: a
+parser with one flag per dataclass field (help from the field's docstring), the help formatter,
+command-line values, and ``--set field=value`` scenario overrides."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import inspect
 import itertools
-from typing import Any
+import typing
+from typing import Any, Literal
 
 
 class UsageError(Exception):
@@ -36,6 +39,52 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             shown = " ".join(map(str, d)) if isinstance(d, list) else d
             text += f" (default: {shown})"
         return text
+
+
+def dataclass_parser(cls: type, prog: str | None, doc: str | None, *, epilog: str | None = None,
+                     suppress_defaults: bool = False, negatable: tuple[str, ...] = (),
+                     word_sep: str = "-") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per field of the dataclass ``cls``.
+
+    The flag of field ``a_b`` is ``--a-b`` (``word_sep="_"``: ``--a_b``); its help is the
+    field's docstring (:func:`field_docs`), its destination the field name, its default the
+    field's (``suppress_defaults``: unset flags stay out of the namespace, to tell which were
+    given). From the annotation: ``bool`` is a switch (``--x``; fields in ``negatable`` also get
+    ``--no-x``), ``Literal[...]`` gives choices, ``list[T]`` (or ``list[T] | None``) one or more
+    values of type ``T``, anything else (or ``T | None``) one value of type ``T``; a field named
+    ``set`` collects repeated ``--set FIELD=VALUE`` strings (default None). ``metavar`` may be
+    given in the field's metadata. The description is the first paragraph of ``doc``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0], epilog=epilog,
+                                     formatter_class=HelpFormatter)
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kw: dict[str, Any] = {"help": docs.get(f.name, ""), "dest": f.name,
+                              "default": argparse.SUPPRESS if suppress_defaults else default}
+        if "metavar" in f.metadata:
+            kw["metavar"] = f.metadata["metavar"]
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if f.name in negatable:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif tp is bool:
+            kw["action"] = "store_true"
+        elif typing.get_origin(tp) is Literal:
+            kw["choices"] = list(typing.get_args(tp))
+        elif f.name == "set":
+            kw.update(action="append", metavar="FIELD=VALUE", type=str)
+            if not suppress_defaults:
+                kw["default"] = None
+        elif typing.get_origin(tp) is list or (args and typing.get_origin(args[0]) is list):
+            inner = typing.get_args(tp if typing.get_origin(tp) is list else args[0])[0]
+            kw.update(nargs="+", type=inner)
+            kw.setdefault("metavar", inner.__name__.upper())
+        else:
+            kw["type"] = args[0] if args else tp
+        parser.add_argument("--" + f.name.replace("_", word_sep), **kw)
+    return parser
 
 
 def tuples_from_lists(v: Any) -> Any:
