@@ -61,8 +61,8 @@ def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name:key=value,key=value"`` -> ``(name, {key: value})``.
 
     Values are parsed by :func:`specstop_gym.cli.parse_value`: int, float, bool
-    (``true``/``false``), None (``none``/``null``), else the string itself. ``"static-k:k=4,foo=0.5"`` gives
-    ``("static-k", {"k": 4, "foo": 0.5})``. The name is not checked here (see
+    (``true``/``false``), None (``none``/``null``), else the string itself.
+    ``"static-k:k=4,foo=0.5"`` gives ``("static-k", {"k": 4, "foo": 0.5})``. The name is not checked here (see
     :func:`make_agent`); a malformed spec raises ValueError.
     """
     if not isinstance(spec, str) or not spec.strip():

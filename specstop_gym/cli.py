@@ -88,21 +88,25 @@ def dataclass_parser(cls: type, prog: str | None, doc: str | None, *, epilog: st
 
 
 def tuples_from_lists(v: Any) -> Any:
-    """JSON lists -> tuples, recursively (ScenarioConfig fields are tuples)."""
+    """Lists -> tuples, recursively (ScenarioConfig fields are tuples)."""
     return tuple(tuples_from_lists(x) for x in v) if isinstance(v, list) else v
 
 
 def parse_value(text: str) -> Any:
     """A value given on the command line (``--set``, ``--hyperparams``, agent specs):
-    ``true``/``false``/``none``/``null`` (any case), else a Python literal (``3``, ``3e-4``,
-    ``[64, 64]``, ``{"a": 1}``, ``"quoted"``), else a float (``nan``, ``inf``), else the string
-    itself (``tanh``, ``lin_3e-4``)."""
+    ``true``/``false``/``none``/``null`` (any case), else an int (``3``, ``04``), else a Python
+    literal (``3e-4``, ``[64, 64]``, ``{"a": 1}``, ``"quoted"``), else a float (``nan``, ``inf``),
+    else the string itself (``tanh``, ``lin_3e-4``)."""
     t = text.strip()
     low = t.lower()
     if low in ("true", "false"):
         return low == "true"
     if low in ("none", "null"):
         return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
     try:
         return ast.literal_eval(t)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

@@ -7,6 +7,7 @@ built from the simulator's fields, feedback from its ``RoundResult``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -471,6 +472,26 @@ def test_batch_optimal_k_matches_oracle() -> None:
 # ---------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("04", 4), ("-2", -2), ("1_000", 1000), ("1e-1", 0.1), ("[64, 64]", [64, 64]),
+    ("true", True), ("False", False), ("none", None), ("NULL", None), ('"4"', "4"), ("tanh", "tanh"),
+    ("lin_3e-4", "lin_3e-4"), ("inf", float("inf")),
+])
+def test_command_line_values_parse_the_same_for_specs_set_and_hyperparams(text: str, value) -> None:
+    """One parser (specstop_gym.cli.parse_value) for agent specs, --set and --hyperparams."""
+    from specstop_gym.cli import parse_override, parse_value
+    from specstop_gym.training.hyperparams import parse_overrides
+
+    got = parse_value(text)
+    assert got == value and type(got) is type(value)
+    if "," not in text:  # a spec separates its parameters with commas
+        assert parse_agent_spec(f"x:a={text}")[1]["a"] == value
+    assert parse_overrides([f"n_steps={text}"])["n_steps"] == value
+    expected = tuple(value) if isinstance(value, list) else value
+    assert parse_override(f"delay_ms={text}") == ("delay_ms", expected)
+    assert math.isnan(parse_value("nan"))
 
 
 def test_registry_names_and_specs() -> None:
