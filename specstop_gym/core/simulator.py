@@ -28,6 +28,8 @@ a round with ``A = k`` observed ``1..k`` (all accepted).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from . import kernels as kn
@@ -49,12 +51,12 @@ class RoundResult:
     the simulator's kernel filled; they are views made on first access.
     """
 
-    __slots__ = ("_ints", "_floats", "__dict__")
+    __slots__ = ("__dict__", "_floats", "_ints")
 
-    _INT_FIELDS = {"rows": kn.R_ROW, "k": kn.R_K, "accepted": kn.R_ACCEPTED, "tokens": kn.R_TOKENS,
+    _INT_FIELDS: ClassVar[dict[str, int]] = {"rows": kn.R_ROW, "k": kn.R_K, "accepted": kn.R_ACCEPTED, "tokens": kn.R_TOKENS,
                    "state": kn.R_STATE, "start_state": kn.R_START_STATE, "round_index": kn.R_ROUND}
-    _BOOL_FIELDS = {"request_done": kn.R_REQ_DONE, "episode_done": kn.R_EP_DONE}
-    _FLOAT_FIELDS = {"round_ms": kn.R_ROUND_MS, "rtt_ms": kn.R_RTT, "start_ms": kn.R_START_MS}
+    _BOOL_FIELDS: ClassVar[dict[str, int]] = {"request_done": kn.R_REQ_DONE, "episode_done": kn.R_EP_DONE}
+    _FLOAT_FIELDS: ClassVar[dict[str, int]] = {"round_ms": kn.R_ROUND_MS, "rtt_ms": kn.R_RTT, "start_ms": kn.R_START_MS}
 
     def __init__(self, ints: np.ndarray, floats: np.ndarray) -> None:
         self._ints = ints
@@ -267,8 +269,11 @@ class Simulator:
         kn.action_masks(self.state_ints, self.kernel_ints, out)
         return out
 
-    def per_token_latency_ms(self) -> np.ndarray:
-        """Episode time over episode tokens so far, ms/token (nan before the first token)."""
+    def per_token_latency_ms(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Episode time over episode tokens so far, ms/token, of rows ``rows`` (default all; nan
+        before the first token)."""
+        time_ms, tokens = ((self.episode_time_ms, self.episode_tokens) if rows is None
+                           else (self.episode_time_ms[rows], self.episode_tokens[rows]))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.episode_time_ms / self.episode_tokens
+            return time_ms / tokens
 

@@ -227,14 +227,12 @@ class VectorFace(VectorEnv):
     def _add_episode_totals(self, info: dict[str, Any], d: np.ndarray) -> None:
         """Episode totals of the rows ``d`` that finished their episode (3 allocations in all)."""
         sim = self.sim
-        time_ms = sim.episode_time_ms[d]
-        tokens = sim.episode_tokens[d]
         times = np.zeros((2, self.num_envs))
         counts = np.zeros(self.num_envs, np.int64)
         masks = np.zeros((3, self.num_envs), bool)
-        times[0, d] = time_ms / tokens  # Simulator.per_token_latency_ms; a finished episode has tokens >= 1
-        times[1, d] = time_ms
-        counts[d] = tokens
+        times[0, d] = sim.per_token_latency_ms(d)
+        times[1, d] = sim.episode_time_ms[d]
+        counts[d] = sim.episode_tokens[d]
         masks[:, d] = True
         info["per_token_latency_ms"], info["_per_token_latency_ms"] = times[0], masks[0]
         info["episode_time_ms"], info["_episode_time_ms"] = times[1], masks[1]
@@ -297,7 +295,7 @@ class VectorFace(VectorEnv):
                              f"with values {what}")
         return np.ascontiguousarray(a, dtype=np.int64)
 
-    def _info(self, base_rows: np.ndarray | None, result: "_Rounds | None", forced: np.ndarray,
+    def _info(self, base_rows: np.ndarray | None, result: _Rounds | None, forced: np.ndarray,
               done_rows: np.ndarray, keep: np.ndarray | None = None) -> dict[str, Any]:
         """Vector info as SyncVectorEnv builds it from the single environments' infos.
 
