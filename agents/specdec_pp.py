@@ -18,38 +18,66 @@ __all__ = ["SpecDecPP"]
 class SpecDecPP(Agent):
     """``specdec++``: stop drafting once ``P(some drafted token is rejected) > threshold``.
 
-    Rule. Let ``q_i`` be the predicted acceptance probability of drafted token
-    ``i``. After drafting token ``i`` the agent holds the running product
-    ``P_i = prod_{j=2..i} q_j`` (the first drafted token counts as accepted, so
-    ``P_1 = 1``) and stops when ``1 - P_i > threshold``, within the clamp
-    ``lo <= k <= hi`` with ``lo = min(min_len, max_draft)`` and
-    ``hi = min(max_len, max_draft)``: it never stops before ``lo`` drafted
-    tokens and always stops at ``hi``.
+    Rule (as the public SpecDec++ code does it). Let ``q_j`` be the predicted
+    acceptance probability of drafted token ``j``. After drafting token ``i``
+    (``i = 1, 2, ...``) the agent holds the running product of the tokens
+    drafted *before* it,
 
-    * Token level with a signal (``ctx.confidence`` finite): ``q_i`` is the
-      scenario's confidence signal (the role of SpecDec++'s trained acceptance
-      head).
-    * Without a signal (``ctx.confidence`` NaN) and at the round level: ``q_i``
-      is replaced by the learned conditional acceptance ``a_hat_i``, the
-      Beta(1, 1) posterior mean from censored round outcomes
-      (:class:`~agents.ucb_specstop.CensoredAcceptance`: a round with ``A < k``
-      reveals positions ``1..A+1``, one with ``A = k`` positions ``1..k``). The
-      round-level draft is ``k = min(hi, max(lo, first i with 1 - prod_{j=2..i}
-      a_hat_j > threshold))`` (``hi`` if there is none).
+        P_i = prod_{j < i} q_j        (P_1 = 1),
+
+    and stops when ``1 - P_i > threshold`` (strict), within the bound
+    ``lo <= i <= hi`` (``lo = min(min_len, max_draft)``, ``hi = min(max_len,
+    max_draft)``): never before ``lo`` drafted tokens, always at ``hi``. The
+    product keeps accumulating below ``lo``. Token ``i``'s own ``q_i`` enters
+    only at step ``i + 1``: in the original, the acceptance head runs on the
+    hidden state of the last *input* token of the draft model's forward pass,
+    which at step ``i`` is drafted token ``i - 1`` (at step 1 the last verified
+    token, which counts as accepted: factor 1).
+
+    * Token level with a signal (``ctx.confidence`` finite): ``q_j`` is the
+      scenario's confidence signal at position ``j`` (the role of SpecDec++'s
+      trained acceptance head).
+    * Without a signal (``ctx.confidence`` NaN) and at the round level: the
+      public code has no such mode (its ``"ada"`` schedule asserts that an
+      acceptance head is given). Here ``q_j`` is then the learned conditional
+      acceptance ``a_hat_j``, the Beta(1, 1) posterior mean from censored round
+      outcomes (:class:`~agents.ucb_specstop.CensoredAcceptance`: a round with
+      ``A < k`` reveals positions ``1..A+1``, one with ``A = k`` positions
+      ``1..k``), so the round-level draft is ``k = min(hi, first i >= lo with
+      1 - prod_{j<i} a_hat_j > threshold)`` (``hi`` if there is none), the
+      same length the token rule drafts with NaN confidences.
+
+    On geometric acceptance every ``P_i`` has ``i - 1`` equal factors, so the
+    index of the factors does not matter; on a heavy head it does (on
+    ``llama-heavy-head``, ``a = (0.70, 0.28, 0.28, ...)``, threshold 0.7: ``1 -
+    P_2 = 0.30``, ``1 - P_3 = 0.804``, so it drafts 3).
 
     Delay-blind: the threshold is tuned once and does not move with the rtt
-    (SPEC 4 derives the delay-optimal threshold instead).
+    (SPEC 4 derives the delay-optimal threshold instead). docs/agents.md has
+    a table of thresholds against per-token latency on the ``--paper`` delay
+    grid and the command to tune it (``specdec++:threshold=...``).
 
     Parameters:
-        threshold (float, default 0.7): stopping threshold in [0, 1]; 0.7 is the
-            released example's value, the README benchmark uses 0.3.
-        min_len (int, default 2): shortest draft (>= 1).
+        threshold (float, default 0.7): stopping threshold in [0, 1]; a larger
+            threshold drafts longer. 0.7 is the released example's value
+            (``specdec_pp/sample.py`` line 42); the README's benchmark command
+            uses 0.3.
+        min_len (int, default 2): shortest draft (>= 1); ``--bound 2 20``.
         max_len (int, default 20): longest draft (>= min_len); both are
             intersected with ``1..max_draft``.
 
     Source: SpecDec++ (Huang, Guo and Wang, arXiv 2405.19715), repository
-    Kaffaljidhmah2/SpecDec_pp; see ../shared/CALIBRATION.md "Baseline stopping
-    rules".
+    Kaffaljidhmah2/SpecDec_pp at commit 9c52edcfe3542fde89be4623840843a8925dee06:
+    ``specdec_pp/hf_generation.py`` line 621 (``cum_acc_prob = 1.`` per round),
+    696 (``assist_steps += 1`` after each drafted token), 705 (the head on
+    ``hidden_states[-1][0, -1]``, the last input position), 715-722 (step 1:
+    ``acc_prob = 1``; else the head's probability; ``cum_acc_prob *=
+    acc_prob``; stop if ``1 - cum_acc_prob > stop_threshold``), 725-731 (bound:
+    stop at ``assist_steps >= max``, never below ``min``); the head is trained
+    to predict the acceptance of the token at its input position
+    (``specdec_pp/train.py`` lines 176-184: labels aligned with the drafted
+    input ids); defaults ``stop_threshold = 0.7``, ``bound = (2, 20)``
+    (``specdec_pp/sample.py`` lines 42-43).
     """
 
     name: ClassVar[str] = "specdec++"
@@ -94,10 +122,10 @@ class SpecDecPP(Agent):
     def choose_k(self, ctx: RoundContext) -> np.ndarray:
         rows = np.asarray(ctx.rows)
         a_hat = self.acceptance.mean(rows)
-        prod = np.ones_like(a_hat)
-        prod[:, 1:] = np.cumprod(a_hat[:, 1:], axis=1)  # P_i = prod_{j=2..i} a_hat_j
+        before = np.ones_like(a_hat)
+        before[:, 1:] = np.cumprod(a_hat[:, :-1], axis=1)  # P_i = prod_{j<i} a_hat_j
         positions = np.arange(1, self.max_draft + 1)[None, :]
-        stop = self._stop(positions, prod)  # True at least at position hi
+        stop = self._stop(positions, before)  # True at least at position hi
         return (np.argmax(stop, axis=1) + 1).astype(np.int64)
 
     def should_stop(self, ctx: TokenContext) -> np.ndarray:
@@ -106,10 +134,10 @@ class SpecDecPP(Agent):
         conf = np.asarray(ctx.confidence, dtype=np.float64)
         idx = np.clip(pos - 1, 0, self.max_draft - 1)
         a_hat = self.acceptance.mean(rows)[np.arange(len(rows)), idx]
-        q = np.where(np.isfinite(conf), conf, a_hat)
-        prod = np.where(pos <= 1, 1.0, self._prod[rows] * q)
-        self._prod[rows] = prod
-        return self._stop(pos, prod)
+        q = np.where(np.isfinite(conf), conf, a_hat)  # q_i of the token just drafted
+        before = np.where(pos <= 1, 1.0, self._prod[rows])  # P_i = prod_{j<i} q_j
+        self._prod[rows] = before * q  # prod_{j<=i} q_j, the P of the next step
+        return self._stop(pos, before)
 
     def update(self, feedback: RoundFeedback) -> None:
         self.acceptance.update(np.asarray(feedback.rows), feedback.k, feedback.accepted)
