@@ -18,7 +18,6 @@ from agents import (
     Agent,
     ContextualUCB,
     HeuristicSchedule,
-    NaiveUCB,
     OracleAgent,
     RoundContext,
     RoundFeedback,
@@ -189,7 +188,7 @@ def test_reset_forgets_everything() -> None:
 
 
 # ---------------------------------------------------------------------------
-# static-k, heuristic
+# static-k
 # ---------------------------------------------------------------------------
 
 
@@ -203,141 +202,8 @@ def test_static_k_default_and_validation() -> None:
             StaticK(cfg, k=bad)
 
 
-def test_heuristic_schedule_follows_plus_two_minus_one() -> None:
-    cfg = make_scenario("qwen-geometric", max_draft=10)
-    agent = HeuristicSchedule(cfg, n_runs=2, num_assistant_tokens=5)
-    # row 0: full, full, partial, partial, full, full (hits the cap 10), partial x 12 (floor 1)
-    script = [True, True, False, False, True, True, True] + [False] * 12
-    expect0 = 5
-    expect1 = 5
-    for full in script:
-        k = agent.choose_k(blank_context(2))
-        assert k.tolist() == [expect0, expect1]
-        # row 1 gets the opposite outcome
-        acc = np.array([k[0] if full else k[0] - 1, k[1] - 1 if full else k[1]])
-        agent.update(scripted_feedback([0, 1], k, acc))
-        expect0 = min(10, expect0 + 2) if full else max(1, expect0 - 1)
-        expect1 = max(1, expect1 - 1) if full else min(10, expect1 + 2)
-    assert agent.choose_k(blank_context(2)).tolist() == [expect0, expect1]
-    assert expect0 == 1  # the floor was reached
-    assert HeuristicSchedule(cfg, num_assistant_tokens=20).choose_k(blank_context(1))[0] == 10
-    with pytest.raises(ValueError, match="num_assistant_tokens"):
-        HeuristicSchedule(cfg, num_assistant_tokens=0)
-
-
-# ---------------------------------------------------------------------------
-# specdec++
-# ---------------------------------------------------------------------------
-
-
-def token_ctx(position: np.ndarray, confidence: np.ndarray) -> TokenContext:
-    n = len(position)
-    return TokenContext(**vars(blank_context(n)), position=np.asarray(position, np.int64),
-                        confidence=np.asarray(confidence, float))
-
-
-def run_token_script(agent: SpecDecPP, conf: np.ndarray) -> np.ndarray:
-    """Feed per-row confidence sequences (n, K) position by position; return the stop positions."""
-    n, kmax = conf.shape
-    stopped = np.zeros(n, np.int64)
-    for p in range(1, kmax + 1):
-        live = np.flatnonzero(stopped == 0)
-        if live.size == 0:
-            break
-        ctx = token_ctx(np.full(live.size, p), conf[live, p - 1])
-        ctx.rows = live
-        stop = agent.should_stop(ctx)
-        stopped[live[stop]] = p
-    return stopped
-
-
-def test_specdecpp_stops_where_one_minus_product_exceeds_threshold() -> None:
-    cfg = make_scenario("qwen-latent-signal", max_draft=8)
-    agent = SpecDecPP(cfg, n_runs=4, threshold=0.5)
-    conf = np.array([
-        [0.10, 0.9, 0.8, 0.6, 0.9, 0.9, 0.9, 0.9],  # prod(2..i): .9 .72 .432 -> stop at 4; q_1 ignored
-        [0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99],  # never exceeds -> clamp at max_draft 8
-        [0.50, 0.40, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99],  # exceeds at 2 (1 - .4 = .6)
-        [0.90, 0.5, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99],  # 1 - .5 = .5, not > .5; then .495 -> stop at 3
-    ])
-    assert run_token_script(agent, conf).tolist() == [4, 8, 2, 3]
-    # brute-force check of the rule on random confidences
-    rng = np.random.default_rng(0)
-    conf = rng.uniform(0.3, 1.0, size=(200, 8))
-    agent = SpecDecPP(cfg, n_runs=200, threshold=0.4)
-    got = run_token_script(agent, conf)
-    for r in range(200):
-        prod = np.concatenate([[1.0], np.cumprod(conf[r, 1:])])
-        hits = np.flatnonzero((1.0 - prod > 0.4) & (np.arange(1, 9) >= 2))
-        assert got[r] == (hits[0] + 1 if hits.size else 8)
-
-
-def test_specdecpp_clamp() -> None:
-    cfg = make_scenario("qwen-latent-signal", max_draft=8)
-    low = np.full((1, 8), 0.05)
-    assert run_token_script(SpecDecPP(cfg, threshold=0.3, min_len=3), low).tolist() == [3]
-    assert run_token_script(SpecDecPP(cfg, threshold=0.3, min_len=1), low).tolist() == [2]
-    high = np.full((1, 8), 0.999)
-    assert run_token_script(SpecDecPP(cfg, threshold=0.3, max_len=5), high).tolist() == [5]
-    assert run_token_script(SpecDecPP(cfg, threshold=0.3, min_len=12, max_len=20), low).tolist() == [8]
-    for kw, pname in (({"threshold": 1.5}, "threshold"), ({"min_len": 0}, "min_len"),
-                      ({"min_len": 4, "max_len": 3}, "max_len")):
-        with pytest.raises(ValueError, match=pname):
-            SpecDecPP(cfg, **kw)
-
-
-def test_specdecpp_without_signal_uses_learned_profile() -> None:
-    cfg = make_scenario("qwen-geometric", max_draft=8)
-    agent = SpecDecPP(cfg, n_runs=1, threshold=0.7)
-    # censored outcomes: (k=6, A=2) x 30 and (k=6, A=6) x 10
-    for _ in range(30):
-        agent.update(scripted_feedback([0], 6, 2))
-    for _ in range(10):
-        agent.update(scripted_feedback([0], 6, 6))
-    n = np.array([40, 40, 40, 10, 10, 10, 0, 0])
-    acc = np.array([40, 40, 10, 10, 10, 10, 0, 0])
-    a_hat = (acc + 1) / (n + 2)
-    np.testing.assert_allclose(agent.acceptance.mean(np.array([0]))[0], a_hat)
-    prod = np.concatenate([[1.0], np.cumprod(a_hat[1:])])
-    expected = int(np.flatnonzero((1 - prod > 0.7) & (np.arange(1, 9) >= 2))[0] + 1)
-    assert agent.choose_k(blank_context(1))[0] == expected
-    # the token rule with NaN confidences stops at the same place
-    assert run_token_script(agent, np.full((1, 8), np.nan)).tolist() == [expected]
-
-
-# ---------------------------------------------------------------------------
-# naive-ucb
-# ---------------------------------------------------------------------------
-
-
-def test_naive_ucb_tries_every_arm_once_in_random_order() -> None:
-    cfg = make_scenario("qwen-geometric", n_tokens=100_000)
-    orders = []
-    for seed in (0, 1):
-        agent = NaiveUCB(cfg, n_runs=3, seed=seed)
-        tr = drive(agent, cfg, 3, cfg.max_draft)
-        for j in range(3):
-            assert sorted(tr.k[:, j].tolist()) == list(range(1, cfg.max_draft + 1))
-        orders.append(tr.k[:, 0].tolist())
-        assert tr.k[:, 0].tolist() != list(range(1, cfg.max_draft + 1))  # no first-arm bias
-    assert orders[0] != orders[1]
-
-
-def test_naive_ucb_index_formula() -> None:
-    cfg = make_scenario("qwen-geometric", max_draft=3)
-    agent = NaiveUCB(cfg, n_runs=1, c=2.0)
-    # arm 1: rewards 10, 20 tok/s; arm 2: 40 tok/s
-    for k, tokens, ms in ((1, 1, 100.0), (1, 2, 100.0), (2, 4, 100.0)):
-        agent.update(RoundFeedback(rows=np.array([0]), k=np.array([k]), accepted=np.array([tokens - 1]),
-                                   tokens=np.array([tokens]), round_ms=np.array([ms]), rtt_ms=np.array([50.0]),
-                                   csi=np.array([-1])))
-    idx = agent.index(np.array([0]))[0]
-    t = 3
-    np.testing.assert_allclose(idx[:2], [15 / 40 + np.sqrt(2 * np.log(t) / 2), 1.0 + np.sqrt(2 * np.log(t))])
-    assert np.isinf(idx[2])
-    assert agent.choose_k(blank_context(1))[0] == 3
-    with pytest.raises(ValueError, match="c must be"):
-        NaiveUCB(cfg, c=-1.0)
+# specdec++, naive-ucb and heuristic (their rules, pinned cases and the comparison with the
+# public code): tests/test_baselines.py
 
 
 # ---------------------------------------------------------------------------
