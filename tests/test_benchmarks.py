@@ -62,11 +62,27 @@ def test_ppo_fps_benchmark_reports_fps_and_the_ceiling() -> None:
     assert all(_positive(v) for v in out.values())
 
 
+def test_baseline_sensitivity_reports_every_spec_at_every_point(capsys) -> None:
+    out = _bench("baseline_sensitivity").main(["--presets", "qwen-geometric", "--delays_ms", "50", "400",
+                                               "--seeds", "2", "--requests", "1", "--n_tokens", "32",
+                                               "--agents", "naive-ucb", "specdec++:threshold=0.3"])
+    assert [p["delay_ms"] for p in out["points"]] == [50.0, 400.0]
+    for p in out["points"]:
+        assert set(p["agents"]) == {"naive-ucb", "specdec++:threshold=0.3", "ucb-specstop", "oracle"}
+        assert p["agents"]["oracle"]["gap"]["mean"] == 0.0 and p["agents"]["ucb-specstop"]["advantage"]["mean"] == 0.0
+        assert all(_positive(a["latency"]["mean"]) for a in p["agents"].values())
+    assert "`specdec++:threshold=0.3`" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        _bench("baseline_sensitivity").main(["--metrics", "speed"])
+    assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script, argv, flag", [
     ("bench_vector_env", ["--sizes", "8", "0"], "--sizes"),
     ("bench_single_env", ["--repeats", "0"], "--repeats"),
     ("bench_batched_eval", ["--seeds", "0"], "--seeds"),
     ("bench_ppo_fps", ["--n_envs", "-1"], "--n_envs"),
+    ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:
