@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from specstop_gym.evaluation.paper import PaperBudget, against, against_text, claims_from_grid, judge, point
+from specstop_gym.evaluation.paper import (
+    PaperBudget,
+    against,
+    against_text,
+    claims_from_grid,
+    judge,
+    point,
+)
 
 
 def ci(mean: float, half: float) -> dict[str, float]:
