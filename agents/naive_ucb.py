@@ -147,7 +147,9 @@ class NaiveUCB(Agent):
         rows = np.asarray(feedback.rows)
         k = np.asarray(feedback.k, dtype=np.int64)
         x = np.asarray(feedback.tokens, dtype=np.float64) / np.asarray(feedback.round_ms, dtype=np.float64) * 1000.0
-        arm = np.minimum(k, self.arms) - 1
+        if (k < 1).any() or (k > self.arms).any():
+            raise ValueError(f"naive-ucb got feedback for draft lengths {k!r} outside its arms 1..{self.arms}")
+        arm = k - 1
         self.pulls[rows, arm] += 1.0
         self.reward_sum[rows, arm] += x
         self.reward_max[rows] = np.maximum(self.reward_max[rows], x)
