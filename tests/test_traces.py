@@ -35,6 +35,7 @@ from specstop_gym.traces import (
 )
 from specstop_gym.traces.cli import main as cli_main
 from specstop_gym.traces.provenance import read_readme_table, readme_rtt_stats
+from specstop_gym.traces.summary import _candidate_changes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -536,6 +537,70 @@ def test_regime_changes_found_at_the_steps() -> None:
     assert detect_regime_changes(np.arange(5000) * 20.0, rtt) == []
 
 
+def wander_trace(rho: float, seed: int) -> tuple[DelayTrace, list[float]]:
+    """Six 100 s levels at 50 ms spacing with log-normal AR(1) noise (cv 0.1, lag-1 correlation
+    ``rho``): a wandering link whose level changes 5 times (at 100, 200, ... 500 s)."""
+    rng = np.random.default_rng(seed)
+    n = 12000
+    eps = rng.standard_normal(n)
+    x = np.empty(n)
+    x[0] = eps[0]
+    for i in range(1, n):
+        x[i] = rho * x[i - 1] + np.sqrt(1 - rho * rho) * eps[i]
+    levels = np.repeat([30.0, 60.0, 30.0, 90.0, 40.0, 70.0], n // 6)
+    return DelayTrace(t_ms=np.arange(n) * 50.0, rtt_ms=levels * np.exp(0.1 * x)), [1e5 * k for k in range(1, 6)]
+
+
+@pytest.mark.parametrize("rho", [0.9, 0.98])
+def test_regime_changes_do_not_flip_on_autocorrelated_wander(rho: float) -> None:
+    trace, truth = wander_trace(rho, seed=11)
+    changes = detect_regime_changes(trace.t_ms, trace.rtt_ms)
+    assert len(changes) == 5
+    for (t, before, after), t_true in zip(changes, truth):
+        assert abs(t - t_true) <= 3000
+    # the window comparison alone (the detector before regimes were consolidated) flips back
+    # and forth within seconds on such a trace: many more candidates, and a measured noise
+    # inflation well above 1
+    cuts, inflation = _candidate_changes(trace.t_ms, trace.rtt_ms, window_ms=3000.0, min_shift_ms=3.0,
+                                         min_rel_shift=0.05, min_samples=5, min_z=8.0)
+    assert len(cuts) > 20 and inflation > 2.5
+
+
+def test_regime_dwell_merges_short_excursions() -> None:
+    rng = np.random.default_rng(12)
+    t = np.arange(4500) * 20.0  # 90 s
+    level = np.where(t < 60_000, 40.0, 80.0)
+    level[(t >= 30_000) & (t < 34_000)] = 80.0  # a 4 s excursion
+    trace = DelayTrace(t_ms=t, rtt_ms=level * rng.lognormal(0, 0.05, t.size))
+    changes = detect_regime_changes(trace.t_ms, trace.rtt_ms)
+    assert [round(c[0] / 1000) for c in changes] == [60]
+    assert changes[0][1] == pytest.approx(40, rel=0.05) and changes[0][2] == pytest.approx(80, rel=0.05)
+    short = detect_regime_changes(trace.t_ms, trace.rtt_ms, min_dwell_ms=0)
+    assert [round(c[0] / 1000) for c in short] == [30, 34, 60]
+    with pytest.raises(ValueError, match="min_dwell_ms"):
+        detect_regime_changes(trace.t_ms, trace.rtt_ms, min_dwell_ms=-1)
+
+
+def test_regime_changes_match_the_shipped_cellular_states() -> None:
+    trace = load_delay_trace(data_path("delay/synthetic_cellular_handover.csv"))
+    truth = trace.t_ms[np.flatnonzero(np.diff(trace.state)) + 1]
+    s = summarize_delay_trace(trace)
+    found = np.array([c[0] for c in s["regime_changes"]])
+    assert found.size == truth.size == 14
+    assert np.abs(found - truth).max() <= 500
+    assert 1.0 <= s["change_point_method"]["noise_inflation"] < 1.2  # independent noise
+    wifi = load_delay_trace(data_path("delay/synthetic_wifi_jitter.csv"))
+    assert detect_regime_changes(wifi.t_ms, wifi.rtt_ms) == []
+
+
+@pytest.mark.parametrize("flag,value", [("--min-dwell-ms", "-1"), ("--window-ms", "0"), ("--min-z", "nan")])
+def test_cli_summary_refuses_bad_detector_flags(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = str(data_path("delay/synthetic_wifi_jitter.csv"))
+    assert cli_main(["summary", shipped, flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag} must be") and "\n" not in err
+
+
 def test_summary_and_plot(tmp_path: Path) -> None:
     trace = step_trace([30, 80], 10.0, np.random.default_rng(7))
     s = summarize_delay_trace(trace)
@@ -690,6 +755,10 @@ def test_real_traces_load_and_match_readme() -> None:
     # the README's level shifts every 15 s, ending in 113 -> ... -> 213 ms
     assert len(starlink["regime_changes"]) >= 4
     assert starlink["regime_changes"][-1][2] == pytest.approx(213, abs=3)
+    # no flip-flop: changes lie on the 15 s reconfiguration grid (intervals within 1.5 s of a
+    # multiple of 15 s), none closer than 10 s
+    gaps = np.diff([c[0] for c in starlink["regime_changes"]]) / 1000.0
+    assert gaps.min() > 10 and np.abs(gaps - 15 * np.round(gaps / 15)).max() < 1.5
 
 
 # --------------------------------------------------------------------------- command line

@@ -3,7 +3,7 @@
 Commands::
 
     convert INPUT OUTPUT --format ping|fping|csv|delay [options]   import a measurement log
-    summary TRACE [--plot out.png] [--json]                         statistics (+ plot) of a trace
+    summary TRACE [--plot out.png] [--json] [--min-dwell-ms 5000]   statistics (+ plot) of a trace
     fit TRACE [--states 2] --out channel.json                       fit a Markov channel
     verify [--root DIR]                                             check the shipped data's checksums
     manifest [--root DIR]                                           rebuild MANIFEST.json from the files
@@ -31,6 +31,7 @@ from .fit import DEFAULT_SMOOTH_MS, fit_markov_channel, write_channel_json
 from .importers import import_csv_columns, import_fping, import_ping
 from .manifest import verify_manifest, write_manifest
 from .summary import (
+    DEFAULT_MIN_DWELL_MS,
     DEFAULT_MIN_REL_SHIFT,
     DEFAULT_MIN_SHIFT_MS,
     DEFAULT_MIN_Z,
@@ -118,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_Z,
         help="smallest reported shift in standard errors of the difference of medians",
+    )
+    s.add_argument(
+        "--min-dwell-ms",
+        type=float,
+        default=DEFAULT_MIN_DWELL_MS,
+        help="shortest regime kept between two changes, ms (0: no dwell rule)",
     )
     s.add_argument(
         "--max-draft",
@@ -223,6 +230,17 @@ def _summary(a: argparse.Namespace) -> int:
             )
             print("Kaplan-Meier survival S_1..S_K: " + " ".join(f"{x:.4f}" for x in surv))
         return 0
+    for flag, value, positive in (
+        ("--window-ms", a.window_ms, True),
+        ("--min-shift-ms", a.min_shift_ms, False),
+        ("--min-rel-shift", a.min_rel_shift, False),
+        ("--min-z", a.min_z, False),
+        ("--min-dwell-ms", a.min_dwell_ms, False),
+    ):
+        if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise UsageError(
+                f"{flag} must be a finite number {'>' if positive else '>='} 0, got {value:g}"
+            )
     trace = load_delay_trace(a.trace)
     summ = summarize_delay_trace(
         trace,
@@ -230,6 +248,7 @@ def _summary(a: argparse.Namespace) -> int:
         min_shift_ms=a.min_shift_ms,
         min_rel_shift=a.min_rel_shift,
         min_z=a.min_z,
+        min_dwell_ms=a.min_dwell_ms,
     )
     if a.plot:
         plot_delay_trace(trace, a.plot, summary=summ)
