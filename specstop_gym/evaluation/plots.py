@@ -1,19 +1,30 @@
 """Plots of an evaluation (matplotlib, Agg backend: no display needed).
 
-* :func:`plot_regret`: cumulative regret over rounds, mean over seeds with a 95% band;
-* :func:`plot_latency`: per-token latency per agent (bars with 95% CI, the oracle as a line);
+* :func:`plot_regret`: cumulative regret over rounds, mean over seeds with a 95% band (and the
+  pseudo-regret on stationary channels), with a note on what the reference is;
+* :func:`plot_latency`: per-token latency per agent (bars from 0 with 95% CI, each labelled with
+  its value and gap to the oracle; the oracle's realised latency and the exact rho* as lines);
 * :func:`plot_k_over_time`: the chosen draft length over rounds (mean over seeds), oracle k*;
-* :func:`plot_sweep`: over a grid of constant delays, the oracle's k*(D) (step plot) and each
-  agent's per-token latency, the critical delay D_c marked.
+* :func:`plot_sweep`: over a grid of constant delays, the oracle's k*(D) (step plot), each
+  agent's per-token latency and its gap to the oracle (%), the critical delay D_c marked.
 
-Every function writes one PNG and returns its path. Seeds end their runs at different rounds;
-in the per-round curves a seed that has finished keeps its final value (regret) or drops out
-of the mean (chosen k).
+Each ``plot_*`` writes one PNG and returns its path; the matching ``*_figure`` function returns
+the matplotlib figure instead (for notebooks and tests).
+
+Every agent has one style in every plot (:func:`agent_styles`): a colour, a line style and a
+marker fixed per registry name (the oracle is always black, dashed, with stars), so that agents
+whose curves coincide (ucb-specstop and contextual-ucb without channel-state information) stay
+distinguishable. One legend per figure, right of the panels. Times are in ms, or in s when the
+largest value reaches 10,000 ms.
+
+Seeds end their runs at different rounds; in the per-round curves a seed that has finished
+keeps its final value (regret) or drops out of the mean (chosen k).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,10 +35,111 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from .runner import AgentRun
 
 DPI = 120
+
+SECONDS_FROM_MS = 10_000.0
+"""Times whose largest absolute value reaches this many ms are drawn in seconds."""
+
+ROUND_LABEL = "round (draft-verify cycles)"
+
+AGENT_STYLES: dict[str, dict[str, Any]] = {
+    "static-k": {"color": "#1f77b4", "linestyle": "-", "marker": "s"},
+    "heuristic": {"color": "#ff7f0e", "linestyle": "-", "marker": "^"},
+    "specdec++": {"color": "#2ca02c", "linestyle": "-", "marker": "v"},
+    "naive-ucb": {"color": "#d62728", "linestyle": "-", "marker": "X"},
+    "ucb-specstop": {"color": "#9467bd", "linestyle": "-", "marker": "o"},
+    "contextual-ucb": {"color": "#8c564b", "linestyle": "--", "marker": "D", "fillstyle": "none"},
+    "oracle": {"color": "#000000", "linestyle": "--", "marker": "*"},
+    "best-fixed-k": {"color": "#7f7f7f", "linestyle": ":", "marker": "P"},
+}
+"""The fixed style of each registry name (tab10 colours; the oracle black). contextual-ucb, which
+equals ucb-specstop when the channel state is not observable, is dashed with hollow markers so the
+two stay apart where their curves coincide."""
+
+_EXTRA_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+                 "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+_EXTRA_LINESTYLES: tuple[Any, ...] = ("-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)), "-", "--")
+_EXTRA_MARKERS = ("h", "<", ">", "p", "d", "H", "8", "1", "2", "3", "4", "+")
+_HATCHES = ("//", "\\\\", "xx", "..", "oo", "--", "||", "**")
+_MARKERS_PER_CURVE = 10
+
+
+def _base_name(label: str) -> str:
+    return label.strip().partition(":")[0].strip()
+
+
+def _key(style: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(style["color"]), str(style["linestyle"]), str(style["marker"]))
+
+
+def agent_styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A distinct ``{"color", "linestyle", "marker"}`` per label, stable across plots.
+
+    A registry name (or, when it is not plotted plain, its first variant) gets that name's fixed
+    style (:data:`AGENT_STYLES`); further variants of the same name (``static-k:k=2`` and ``static-k:k=4``) keep its colour with
+    the next unused line style and marker; other names (``sb3:PATH``, new agents) get the next
+    unused colour, line style and marker, in the order of ``labels``. No two labels share all
+    three (nor, among the fixed names, any colour).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    used: set[tuple[str, str, str]] = set()
+    used_colors: set[str] = set()
+    taken_fixed: set[str] = set()
+    # Fixed styles first: plain names, then the first variant of a name not plotted plain.
+    for plain in (True, False):
+        for label in labels:
+            name = _base_name(label)
+            if name in AGENT_STYLES and name not in taken_fixed and (label.strip() == name) == plain:
+                out[label] = dict(AGENT_STYLES[name])
+                taken_fixed.add(name)
+                used.add(_key(out[label]))
+                used_colors.add(out[label]["color"])
+    extra = 0
+    for label in labels:
+        if label in out:
+            continue
+        name = _base_name(label)
+        if name in AGENT_STYLES:
+            colors: Sequence[str] = [AGENT_STYLES[name]["color"]]
+        else:
+            free = [c for c in _EXTRA_COLORS if c not in used_colors]
+            colors = free or list(_EXTRA_COLORS)
+        for i in range(extra, extra + len(_EXTRA_LINESTYLES) * len(_EXTRA_MARKERS) * len(colors)):
+            style = {"color": colors[i % len(colors)], "linestyle": _EXTRA_LINESTYLES[i % len(_EXTRA_LINESTYLES)],
+                     "marker": _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)]}
+            if _key(style) not in used:
+                break
+        extra = i + 1
+        out[label] = style
+        used.add(_key(style))
+        used_colors.add(style["color"])
+    return out
+
+
+def _line_kwargs(style: Mapping[str, Any], n_points: int, position: int, n_curves: int, label: str) -> dict[str, Any]:
+    """Keyword arguments of ``ax.plot`` for one agent's curve: its style, about
+    ``_MARKERS_PER_CURVE`` markers staggered between agents (so coinciding curves show both
+    marker kinds), decreasing widths (a thin line stays visible on a thick one), and a ``gid``
+    ``"agent:<label>"`` that tests use to find the agents' artists."""
+    step = max(1, n_points // _MARKERS_PER_CURVE)
+    offset = (position * step) // max(n_curves, 1)
+    width = 2.6 - 1.4 * position / max(n_curves - 1, 1)
+    return {**style, "lw": width, "ms": 6 if style["marker"] != "*" else 8, "markevery": (offset, step),
+            "label": label, "gid": f"agent:{label}"}
+
+
+def time_unit(values_ms: Any) -> tuple[float, str]:
+    """``(factor, unit)`` to draw times given in ms: seconds when the largest absolute value
+    reaches :data:`SECONDS_FROM_MS`, else ms."""
+    arr = np.asarray(values_ms, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    if arr.size and float(np.abs(arr).max()) >= SECONDS_FROM_MS:
+        return 1e-3, "s"
+    return 1.0, "ms"
 
 
 def _t_quantile(n: int, level: float = 0.95) -> float:
@@ -66,100 +178,163 @@ def _mean_band(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, half
 
 
-def _colors(labels: Sequence[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, np.ndarray]:
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained", **kw)
+    return fig, axes
 
 
-def _style(label: str) -> dict[str, Any]:
-    if label.split(":")[0] == "oracle":
-        return {"color": "black", "linestyle": "--"}
-    return {}
+def _figure_legend(fig: Any, axes: Sequence[Any], ncol: int | None = None) -> None:
+    """One legend for the whole figure, right of the panels: every labelled artist of ``axes``
+    once (by label, first seen)."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", ncol=ncol or 1,
+                   fontsize=8, frameon=False)
 
 
-def _widths(labels: Sequence[str]) -> dict[str, float]:
-    """Line widths decreasing with the agent's position: agents whose curves coincide (e.g.
-    ucb-specstop and contextual-ucb without CSI) stay visible as a thin line on a thick one."""
-    n = max(len(labels) - 1, 1)
-    return {lab: 2.8 - 1.8 * i / n for i, lab in enumerate(labels)}
+def _plain(v: float, _pos: Any = None) -> str:
+    """Tick label without powers of ten (log axes): 20, 50, 100, 0.5."""
+    return f"{v:g}"
+
+
+def _plain_minor(v: float, _pos: Any = None) -> str:
+    """Minor tick label of a log axis: only mantissas 2 and 5 (20, 50, 200), plainly."""
+    return f"{v:g}" if f"{v:e}"[0] in "25" else ""
+
+
+def _plain_log(axis: Any) -> None:
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(FuncFormatter(_plain_minor))
+
+
+# --------------------------------------------------------------------------- regret
+def regret_figure(runs: Mapping[str, AgentRun], title: str, stationary: bool | None = None) -> Any:
+    """Figure of :func:`plot_regret`. ``stationary`` (default: whether every run has a
+    ``pseudo_regret_ms`` column, which the metrics add on stationary channels only) selects the
+    note explaining the reference."""
+    has_pseudo = bool(runs) and all("pseudo_regret_ms" in r.columns for r in runs.values())
+    stationary = has_pseudo if stationary is None else stationary
+    panels = ["regret_ms"] + (["pseudo_regret_ms"] if has_pseudo else [])
+    fig, axes = _figure(1, len(panels), (1.5 + 6.2 * len(panels), 5.0))
+    styles = agent_styles(list(runs))
+    curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {c: [] for c in panels}
+    for column in panels:
+        for label, run in runs.items():
+            if len(run.columns["k"]):
+                mean, half = _mean_band(_per_round_matrix(run, column, "last"))
+                curves[column].append((label, mean, half))
+    every = [np.r_[m - h, m + h] for c in panels for _, m, h in curves[c]]
+    factor, unit = time_unit(np.concatenate(every) if every else [0.0])
+    n = len(runs)
+    for ax, column in zip(axes[0], panels):
+        for label, mean, half in curves[column]:
+            x = np.arange(1, len(mean) + 1)
+            pos = list(runs).index(label)
+            ax.plot(x, mean * factor, **_line_kwargs(styles[label], len(x), pos, n, label))
+            ax.fill_between(x, (mean - half) * factor, (mean + half) * factor, color=styles[label]["color"],
+                            alpha=0.12, lw=0)
+        ax.axhline(0.0, color="grey", lw=0.6)
+        ax.set_xlabel(ROUND_LABEL)
+        if column.startswith("pseudo"):
+            ax.set_ylabel(f"cumulative pseudo-regret ({unit})")
+            ax.set_title("pseudo-regret: expected time and tokens given the chosen k\n"
+                         "(the learning cost without the luck of the draws)", fontsize=8.5)
+        else:
+            ax.set_ylabel(f"cumulative realised regret ({unit})")
+            ax.set_title("realised regret: sum over rounds of (time - reference ms/token x tokens)\n"
+                         "mean over seeds, 95% band", fontsize=8.5)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    if stationary:
+        note = ("Reference: the exact rho* (the expected ms/token of the best policy). The oracle plays k*, but its "
+                "realised time is random: its realised regret wanders around 0 (below 0: faster than rho* by luck); "
+                "its pseudo-regret is 0.")
+    else:
+        note = ("Reference: the oracle's own realised ms/token over the whole run, on the same seed. Every curve, "
+                "the oracle's included, falls in the channel's fast phases and rises in its slow ones; the "
+                "oracle's ends at 0.")
+    fig.supxlabel(textwrap.fill(note, width=int(16 * fig.get_figwidth())), fontsize=7.5, color="#333333")
+    _figure_legend(fig, axes[0])
+    return fig
 
 
 def plot_regret(runs: Mapping[str, AgentRun], path: str | Path, title: str) -> Path:
-    """Cumulative regret (ms) over rounds per agent: mean over seeds and a 95% CI band.
+    """Cumulative realised regret over rounds per agent: mean over seeds and a 95% CI band.
 
-    A second panel shows pseudo-regret (expectations given the chosen k) when available.
+    A second panel shows pseudo-regret (expectations given the chosen k) when available; a note
+    says what the reference is and why the oracle's realised regret can run below zero.
     """
-    has_pseudo = all("pseudo_regret_ms" in r.columns for r in runs.values()) and bool(runs)
-    panels = ["regret_ms"] + (["pseudo_regret_ms"] if has_pseudo else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False)
-    colors = _colors(list(runs))
-    widths = _widths(list(runs))
-    for ax, column in zip(axes[0], panels):
-        for label, run in runs.items():
-            if not len(run.columns["k"]):
-                continue
-            mean, half = _mean_band(_per_round_matrix(run, column, "last"))
-            x = np.arange(1, len(mean) + 1)
-            style = {"color": colors[label], **_style(label)}
-            ax.plot(x, mean, label=label, lw=widths[label], **style)
-            ax.fill_between(x, mean - half, mean + half, color=style["color"], alpha=0.15, lw=0)
-        ax.axhline(0.0, color="grey", lw=0.6)
-        ax.set_xlabel("round")
-        ax.set_ylabel("cumulative " + ("pseudo-regret" if column.startswith("pseudo") else "regret") + " (ms)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_title(title, fontsize=10)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return _save(regret_figure(runs, title), path)
+
+
+# --------------------------------------------------------------------------- latency
+def latency_figure(summary: Mapping[str, Any], title: str) -> Any:
+    """Figure of :func:`plot_latency`."""
+    agents = summary["agents"]
+    labels = list(agents)
+    means = np.array([agents[a]["per_token_latency_ms"]["mean"] for a in labels], dtype=np.float64)
+    lo = np.array([agents[a]["per_token_latency_ms"]["ci_low"] for a in labels], dtype=np.float64)
+    hi = np.array([agents[a]["per_token_latency_ms"]["ci_high"] for a in labels], dtype=np.float64)
+    rho = summary.get("oracle", {}).get("rho_star_ms")
+    factor, unit = time_unit(np.r_[hi, [rho] if rho is not None else []])
+    styles = agent_styles(labels)
+    fig, axes = _figure(1, 1, (max(5.5, 0.95 * len(labels) + 2.5), 4.8))
+    ax = axes[0][0]
+    x = np.arange(len(labels))
+    bars = ax.bar(x, means * factor, color=[styles[a]["color"] for a in labels], alpha=0.6,
+                  yerr=np.vstack([means - lo, hi - means]) * factor, capsize=4, edgecolor="black", lw=0.6)
+    oracle = summary.get("oracle_agent")
+    hatches = iter(_HATCHES)
+    for bar, label, mean in zip(bars.patches, labels, means):
+        bar.set_gid(f"agent:{label}")
+        if styles[label] != AGENT_STYLES.get(_base_name(label)):  # a variant may share its agent's colour
+            bar.set_hatch(next(hatches, "++"))
+        gap = agents[label].get("gap_to_oracle_pct")
+        text = f"{mean * factor:.4g}"
+        if gap is not None and label != oracle and gap.get("mean") is not None:
+            text += f"\n{gap['mean']:+.1f}%"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, hi[labels.index(label)] * factor),
+                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    if oracle in agents:
+        ax.axhline(agents[oracle]["per_token_latency_ms"]["mean"] * factor, color="black", ls="--", lw=1,
+                   label=f"{oracle} (realised)")
+    if rho is not None:
+        ax.axhline(rho * factor, color="black", ls=":", lw=1,
+                   label=f"rho* = {rho * factor:.4g} {unit}/token (exact, expected)")
+    top = float(np.nanmax(hi)) * factor if len(hi) else 1.0
+    ax.set_ylim(0.0, top * 1.18)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_xlabel(f"agent (above each bar: mean in {unit}/token, gap to the oracle on the same seeds in %)",
+                  fontsize=8)
+    ax.set_ylabel(f"per-token latency ({unit}/token)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, [ax])
+    return fig
 
 
 def plot_latency(summary: Mapping[str, Any], path: str | Path, title: str) -> Path:
-    """Per-token latency (ms/token) per agent: bars with 95% CI, oracle (and rho*) as lines."""
-    agents = summary["agents"]
-    labels = list(agents)
-    means = np.array([agents[a]["per_token_latency_ms"]["mean"] for a in labels])
-    lo = np.array([agents[a]["per_token_latency_ms"]["ci_low"] for a in labels])
-    hi = np.array([agents[a]["per_token_latency_ms"]["ci_high"] for a in labels])
-    colors = _colors(labels)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(labels) + 2), 4.2))
-    x = np.arange(len(labels))
-    ax.bar(x, means, color=[colors[a] for a in labels], alpha=0.85,
-           yerr=np.vstack([means - lo, hi - means]), capsize=4)
-    oracle = summary.get("oracle_agent")
-    if oracle in agents:
-        ax.axhline(agents[oracle]["per_token_latency_ms"]["mean"], color="black", ls="--", lw=1,
-                   label=f"{oracle} (realised)")
-    rho = summary.get("oracle", {}).get("rho_star_ms")
-    if rho is not None:
-        ax.axhline(rho, color="black", ls=":", lw=1, label=f"rho* = {rho:.2f} ms (exact)")
-    low = float(np.nanmin(lo)) if len(lo) else 0.0
-    high = float(np.nanmax(hi)) if len(hi) else 1.0
-    pad = 0.15 * max(high - low, 1e-9)
-    ax.set_ylim(max(0.0, low - pad), high + pad)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("per-token latency (ms/token)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+    """Per-token latency (ms/token) per agent: bars from 0 with 95% CI, each labelled with its
+    mean and gap to the oracle; oracle (realised) and rho* (exact) as lines."""
+    return _save(latency_figure(summary, title), path)
 
 
-def plot_k_over_time(runs: Mapping[str, AgentRun], oracle: Mapping[str, Any], path: str | Path, title: str,
-                     smooth: int | None = None) -> Path:
-    """Chosen draft length over rounds: mean over the seeds still running (drawn while at least half
-    of the seeds are), moving average.
-
-    The stationary k* is a horizontal line; for drift/Markov channels the stationary optimum at
-    each mean rtt level is drawn dotted.
-    """
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    colors = _colors(list(runs))
-    widths = _widths(list(runs))
+# --------------------------------------------------------------------------- chosen k
+def k_over_time_figure(runs: Mapping[str, AgentRun], oracle: Mapping[str, Any], title: str,
+                       smooth: int | None = None) -> Any:
+    """Figure of :func:`plot_k_over_time`."""
+    fig, axes = _figure(1, 1, (8.0, 4.9))
+    ax = axes[0][0]
+    styles = agent_styles(list(runs))
     longest = max((int(r.columns["round"].max()) + 1 for r in runs.values() if len(r.columns["round"])),
                   default=1)
     w = smooth or max(1, longest // 60)
-    for label, run in runs.items():
+    n = len(runs)
+    for pos, (label, run) in enumerate(runs.items()):
         if not len(run.columns["k"]):
             continue
         mat = _per_round_matrix(run, "k", "nan")
@@ -174,60 +349,101 @@ def plot_k_over_time(runs: Mapping[str, AgentRun], oracle: Mapping[str, Any], pa
             x = np.arange(len(mean)) + (w + 1) / 2
         else:
             x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean, label=label, lw=widths[label], color=colors[label],
-                **{k: v for k, v in _style(label).items() if k != "color"})
+        ax.plot(x, mean, **_line_kwargs(styles[label], len(x), pos, n, label))
     if oracle.get("k_star") is not None:
-        ax.axhline(oracle["k_star"], color="black", lw=1.5, ls=":", label=f"oracle k* = {oracle['k_star']}")
-    x_right = ax.get_xlim()[1]
-    for lev in oracle.get("local", []):
+        ax.axhline(oracle["k_star"], color="black", lw=1.0, ls=(0, (1, 3)),
+                   label=f"stationary optimum k* = {oracle['k_star']}")
+    for lev in oracle.get("local", []):  # labelled in the right margin, off the data
         ax.axhline(lev["k_star"], color="grey", lw=0.8, ls=":")
-        ax.text(x_right, lev["k_star"], f"k*({lev['rtt_ms']:.0f} ms) = {lev['k_star']} ", fontsize=7, va="bottom",
-                ha="right", color="grey")
-    ax.set_xlabel("round")
-    smoothing = f", moving average of {w}" if w > 1 else ""
-    ax.set_ylabel(f"chosen k (mean over seeds{smoothing})")
-    ax.set_title(title, fontsize=10)
+        ax.annotate(f"k*({lev['rtt_ms']:.0f} ms) = {lev['k_star']}", (1.0, lev["k_star"]),
+                    xycoords=("axes fraction", "data"), xytext=(3, 0), textcoords="offset points", fontsize=7,
+                    va="center", ha="left", color="grey", annotation_clip=False)
+    ax.set_xlabel(ROUND_LABEL)
+    ax.set_ylabel("chosen draft length k (tokens)")
+    smoothing = f", moving average over {w} rounds" if w > 1 else ""
+    ax.set_title(f"mean over the seeds still running{smoothing}", fontsize=8.5)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, [ax])
+    return fig
+
+
+def plot_k_over_time(runs: Mapping[str, AgentRun], oracle: Mapping[str, Any], path: str | Path, title: str,
+                     smooth: int | None = None) -> Path:
+    """Chosen draft length over rounds: mean over the seeds still running (drawn while at least half
+    of the seeds are), moving average.
+
+    The stationary k* is a horizontal line; for drift/Markov channels the stationary optimum at
+    each mean rtt level is drawn dotted.
+    """
+    return _save(k_over_time_figure(runs, oracle, title, smooth), path)
+
+
+# --------------------------------------------------------------------------- delay sweep
+def sweep_figure(sweep: Mapping[str, Any], title: str) -> Any:
+    """Figure of :func:`plot_sweep`."""
+    fig, axes = _figure(3, 1, (8.0, 9.6), sharex=True, gridspec_kw={"height_ratios": [0.8, 1.4, 1.2]})
+    ax_k, ax_l, ax_g = axes[:, 0]
+    fine = sweep["exact"]
+    d_fine = np.asarray(fine["delays_ms"], dtype=np.float64)
+    ax_k.step(d_fine, fine["k_star"], where="post", color="black", lw=1.5, label="oracle k*(D) (exact)")
+    ax_k.set_ylabel("optimal draft\nlength k* (tokens)")
+    labels = list(sweep["agents"])
+    styles = agent_styles(labels)
+    d = np.asarray(sweep["delays_ms"], dtype=np.float64)
+    all_hi = [p["ci_high"] for lab in labels for p in sweep["agents"][lab]["per_token_latency_ms"]]
+    factor, unit = time_unit(np.r_[all_hi, fine["rho_star_ms"]])
+    ax_l.plot(d_fine, np.asarray(fine["rho_star_ms"]) * factor, color="black", ls=":", lw=1.2,
+              label="rho*(D) (exact, expected)")
+    n = len(labels)
+    # Agents at the same delay are spread a little sideways (log x) so their error bars do not overlap.
+    spread = np.exp((np.arange(n) - (n - 1) / 2) * 0.03)
+    for pos, label in enumerate(labels):
+        e = sweep["agents"][label]
+        mean = np.array([p["mean"] for p in e["per_token_latency_ms"]], dtype=np.float64)
+        lo = np.array([p["ci_low"] for p in e["per_token_latency_ms"]], dtype=np.float64)
+        hi = np.array([p["ci_high"] for p in e["per_token_latency_ms"]], dtype=np.float64)
+        st = styles[label]
+        kw = {**st, "lw": 1.1, "ms": 5 if st["marker"] != "*" else 8, "capsize": 2, "label": label}
+        bars = ax_l.errorbar(d * spread[pos], mean * factor, yerr=np.vstack([mean - lo, hi - mean]) * factor, **kw)
+        bars.lines[0].set_gid(f"agent:{label}")  # the data line (not the caps) marks the agent for tests
+        gaps = e.get("gap_to_oracle_pct")
+        if gaps:
+            g = np.array([p["mean"] for p in gaps], dtype=np.float64)
+            glo = np.array([p["ci_low"] for p in gaps], dtype=np.float64)
+            ghi = np.array([p["ci_high"] for p in gaps], dtype=np.float64)
+            bars = ax_g.errorbar(d * spread[pos], g, yerr=np.vstack([g - glo, ghi - g]), **{**kw, "label": "_" + label})
+            bars.lines[0].set_gid(f"agent:{label}")
+    dc = sweep.get("critical_delay_ms")
+    if dc is not None and math.isfinite(dc) and dc > 0:
+        for ax in (ax_k, ax_l, ax_g):
+            ax.axvline(dc, color="red", lw=1, ls="--", label=f"critical delay D_c = {dc:.1f} ms")
+        ax_k.annotate(f"D_c = {dc:.1f} ms", (dc, 0.95), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                      textcoords="offset points", color="red", fontsize=8, va="top")
+    ax_g.axhline(0.0, color="grey", lw=0.6)
+    ax_g.set_yscale("symlog", linthresh=1.0, linscale=0.6)
+    ax_g.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax_l.set_xscale("log")
+    ax_l.set_yscale("log")
+    _plain_log(ax_l.yaxis)
+    _plain_log(ax_g.xaxis)
+    ax_g.set_xlabel("constant round-trip delay D (ms)")
+    ax_l.set_ylabel(f"per-token latency\n({unit}/token, log scale)")
+    ax_g.set_ylabel("gap to the oracle (%,\nsame seeds; symlog)")
+    for ax in (ax_k, ax_l, ax_g):
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=10)
+    _figure_legend(fig, [ax_k, ax_l, ax_g])
+    return fig
 
 
 def plot_sweep(sweep: Mapping[str, Any], path: str | Path, title: str) -> Path:
-    """Delay sweep: the oracle's k*(D) (step plot, exact, fine grid) above, each agent's measured
-    per-token latency against the delay below (mean and 95% CI over seeds), with the exact
-    rho*(D); the critical delay D_c as a vertical line in both panels."""
-    fig, (ax_k, ax_l) = plt.subplots(2, 1, figsize=(7.5, 7.0), sharex=True,
-                                     gridspec_kw={"height_ratios": [1, 1.6]})
-    fine = sweep["exact"]
-    d_fine = np.asarray(fine["delays_ms"])
-    ax_k.step(d_fine, fine["k_star"], where="post", color="black", lw=1.5, label="oracle k*(D)")
-    ax_k.set_ylabel("optimal draft length k*")
-    ax_l.plot(d_fine, fine["rho_star_ms"], color="black", ls=":", lw=1.2, label="rho*(D) exact")
-    labels = list(sweep["agents"])
-    colors = _colors(labels)
-    d = np.asarray(sweep["delays_ms"])
-    for label in labels:
-        pts = sweep["agents"][label]["per_token_latency_ms"]
-        mean = np.array([p["mean"] for p in pts])
-        lo = np.array([p["ci_low"] for p in pts])
-        hi = np.array([p["ci_high"] for p in pts])
-        style = {"color": colors[label], **_style(label)}
-        ax_l.errorbar(d, mean, yerr=np.vstack([mean - lo, hi - mean]), marker="o", ms=3, lw=1.1, capsize=2,
-                      label=label, **style)
-    dc = sweep.get("critical_delay_ms")
-    if dc is not None and math.isfinite(dc) and dc > 0:
-        for ax in (ax_k, ax_l):
-            ax.axvline(dc, color="red", lw=1, ls="--")
-        ax_k.text(dc, ax_k.get_ylim()[1], f" D_c = {dc:.1f} ms", color="red", fontsize=8, va="top")
-    ax_l.set_xscale("log")
-    ax_l.set_yscale("log")
-    ax_l.set_xlabel("constant round-trip delay D (ms)")
-    ax_l.set_ylabel("per-token latency (ms/token)")
-    ax_k.set_title(title, fontsize=10)
-    for ax in (ax_k, ax_l):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+    """Delay sweep: the oracle's k*(D) (step plot, exact, fine grid) on top, each agent's measured
+    per-token latency against the delay in the middle (mean and 95% CI over seeds) with the exact
+    rho*(D), and each agent's gap to the oracle (%, paired by seed) at the bottom, on a symlog
+    scale so that gaps of a few percent at large delays stay apart; the critical delay D_c as a
+    vertical line in every panel."""
+    return _save(sweep_figure(sweep, title), path)
 
 
 def _save(fig: Any, path: str | Path) -> Path:
@@ -236,7 +452,8 @@ def _save(fig: Any, path: str | Path) -> Path:
     import tempfile
 
     path = Path(path)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
     try:
