@@ -39,6 +39,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._jitcache import cache_enabled
+
 if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
     # numba's default would take GNU OpenMP when TBB is missing, and a process that forks after
     # an OpenMP parallel region kills its children ("fork() called from a process already using
@@ -52,8 +54,10 @@ threads, one per core by default; ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_thr
 them on one core). The threading layer is fork-safe unless ``NUMBA_THREADING_LAYER`` says otherwise
 (see above)."""
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy", "_nrt": False}
-"""numba options of every kernel. ``_nrt=False``: no kernel allocates, and without the
+_JIT = {"cache": cache_enabled(), "nogil": True, "error_model": "numpy", "_nrt": False}
+"""numba options of every kernel. ``cache``: compiled code is cached on disk, with a private
+temporary folder as the fallback when nowhere numba looks is writable, and off (with a warning)
+when even that fails (:mod:`._jitcache`). ``_nrt=False``: no kernel allocates, and without the
 runtime's reference counting an array passed to a helper costs nothing (with it, each
 call pays atomic increments and decrements, ~10 ns)."""
 
