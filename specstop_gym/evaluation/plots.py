@@ -178,6 +178,36 @@ def _mean_band(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, half
 
 
+# Data access: the only functions that read a run's rounds (the figures below draw what they return).
+def _has_rounds(run: AgentRun) -> bool:
+    return bool(len(run.columns["k"]))
+
+
+def _has_column(run: AgentRun, column: str) -> bool:
+    return column in run.columns
+
+
+def _longest(run: AgentRun) -> int:
+    """Rounds of the run's longest seed."""
+    return int(run.columns["round"].max()) + 1 if _has_rounds(run) else 0
+
+
+def _cumulative_band(run: AgentRun, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per round index: mean over seeds of a cumulative column and its 95% CI half-width, a
+    finished seed's final value carried on."""
+    return _mean_band(_per_round_matrix(run, column, "last"))
+
+
+def _k_mean(run: AgentRun) -> np.ndarray:
+    """Per round index while at least half of the seeds are still running: their mean k."""
+    mat = _per_round_matrix(run, "k", "nan")
+    running = np.sum(~np.isnan(mat), axis=0)
+    mat = mat[:, running >= max(1, mat.shape[0] / 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(mat, axis=0)
+
+
 def _figure(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, np.ndarray]:
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained", **kw)
     return fig, axes
@@ -215,7 +245,7 @@ def regret_figure(runs: Mapping[str, AgentRun], title: str, stationary: bool | N
     """Figure of :func:`plot_regret`. ``stationary`` (default: whether every run has a
     ``pseudo_regret_ms`` column, which the metrics add on stationary channels only) selects the
     note explaining the reference."""
-    has_pseudo = bool(runs) and all("pseudo_regret_ms" in r.columns for r in runs.values())
+    has_pseudo = bool(runs) and all(_has_column(r, "pseudo_regret_ms") for r in runs.values())
     stationary = has_pseudo if stationary is None else stationary
     panels = ["regret_ms"] + (["pseudo_regret_ms"] if has_pseudo else [])
     fig, axes = _figure(1, len(panels), (1.5 + 6.2 * len(panels), 5.0))
@@ -223,8 +253,8 @@ def regret_figure(runs: Mapping[str, AgentRun], title: str, stationary: bool | N
     curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {c: [] for c in panels}
     for column in panels:
         for label, run in runs.items():
-            if len(run.columns["k"]):
-                mean, half = _mean_band(_per_round_matrix(run, column, "last"))
+            if _has_rounds(run):
+                mean, half = _cumulative_band(run, column)
                 curves[column].append((label, mean, half))
     every = [np.r_[m - h, m + h] for c in panels for _, m, h in curves[c]]
     factor, unit = time_unit(np.concatenate(every) if every else [0.0])
@@ -330,19 +360,13 @@ def k_over_time_figure(runs: Mapping[str, AgentRun], oracle: Mapping[str, Any], 
     fig, axes = _figure(1, 1, (8.0, 4.9))
     ax = axes[0][0]
     styles = agent_styles(list(runs))
-    longest = max((int(r.columns["round"].max()) + 1 for r in runs.values() if len(r.columns["round"])),
-                  default=1)
+    longest = max((_longest(r) for r in runs.values()), default=1) or 1
     w = smooth or max(1, longest // 60)
     n = len(runs)
     for pos, (label, run) in enumerate(runs.items()):
-        if not len(run.columns["k"]):
+        if not _has_rounds(run):
             continue
-        mat = _per_round_matrix(run, "k", "nan")
-        running = np.sum(~np.isnan(mat), axis=0)
-        mat = mat[:, running >= max(1, mat.shape[0] / 2)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(mat, axis=0)
+        mean = _k_mean(run)
         if w > 1 and len(mean) >= w:
             kernel = np.ones(w) / w
             mean = np.convolve(mean, kernel, mode="valid")
