@@ -238,11 +238,11 @@ def stationary_reference(config: ScenarioConfig, channel: Channel | None = None)
 
 
 def scenarios_markdown() -> str:
-    """docs/scenarios.md, generated from the presets (``python -m specstop_gym.scenarios``)."""
+    """docs/scenarios.md, generated from the presets (``python -m specstop_gym scenarios``)."""
     from .oracle import critical_delay
 
     lines = ["# Scenario presets", "",
-             "Generated from the presets by `python -m specstop_gym.scenarios > docs/scenarios.md` "
+             "Generated from the presets by `python -m specstop_gym scenarios > docs/scenarios.md` "
              "(a test checks that it is current).",
              "Every field can be overridden: `gym.make(id, scenario=name, field=value)`, "
              "`make_scenario(name, field=value)`, or `--set field=value` on the command line.",
@@ -278,6 +278,3 @@ def scenarios_markdown() -> str:
               "channels the evaluation's oracle is state- or time-dependent (docs/model.md)."]
     return "\n".join(lines + details) + "\n"
 
-
-if __name__ == "__main__":  # pragma: no cover - documentation generator
-    print(scenarios_markdown(), end="")

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_scenarios_doc_is_current() -> None:
     doc = (ROOT / "docs" / "scenarios.md").read_text()
-    assert doc == scenarios_markdown(), "regenerate: python -m specstop_gym.scenarios > docs/scenarios.md"
+    assert doc == scenarios_markdown(), "regenerate: python -m specstop_gym scenarios > docs/scenarios.md"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
