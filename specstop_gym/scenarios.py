@@ -151,13 +151,18 @@ def scenario_names() -> list[str]:
     return list(PRESETS)
 
 
-def make_scenario(name: str | ScenarioConfig = DEFAULT_SCENARIO, **overrides: Any) -> ScenarioConfig:
-    """A preset (or a given config) with fields overridden; unknown names raise ConfigError."""
+def make_scenario(name: str | ScenarioConfig = DEFAULT_SCENARIO, /, **overrides: Any) -> ScenarioConfig:
+    """A preset (or a given config) with fields overridden; unknown names raise ConfigError.
+
+    The preset is positional-only, so ``name`` is free to be overridden like any other field
+    (``make_scenario("drift", name="my-drift")``, ``gym.make(id, name="my-drift")``).
+    """
     if isinstance(name, ScenarioConfig):
         base = name
     else:
-        if name not in PRESETS:
-            raise ConfigError(f"unknown scenario {name!r}; valid: {', '.join(PRESETS)}")
+        if not isinstance(name, str) or name not in PRESETS:
+            shown = repr(name) if isinstance(name, str) and len(name) <= 100 else f"of type {type(name).__name__}"
+            raise ConfigError(f"unknown scenario {shown}; valid: {', '.join(PRESETS)}")
         base = PRESETS[name]()
     return base.replace(**overrides) if overrides else base
 

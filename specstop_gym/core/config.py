@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 ACCEPTANCE_KINDS = ("geometric", "profile", "latent", "trace")
 CHANNEL_KINDS = ("constant", "iid", "markov", "drift", "trace")
@@ -29,38 +32,171 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
-def _finite_nonneg(name: str, value: Any) -> float:
+# ------------------------------------------------------------------------------------- bounds
+@dataclass(frozen=True)
+class Bound:
+    """The accepted range of a numeric field: ``lo <= value <= hi`` (``lo`` excluded when
+    ``lo_open``), in ``unit``, with the reason for the limits (docs/robustness.md)."""
+
+    lo: float
+    hi: float
+    unit: str
+    why: str
+    lo_open: bool = False
+
+    def text(self) -> str:
+        """``"0 <= x <= 600000 ms"``-style description."""
+        lo = f"{self.lo:g} < " if self.lo_open else f"{self.lo:g} <= "
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{lo}x <= {self.hi:g}{unit}"
+
+
+MAX_DELAY_MS = 600_000.0
+"""Largest round-trip delay anywhere (fields, traces, sweeps): 10 minutes."""
+MAX_DRAFT = 256
+"""Largest draft length K of a scenario."""
+MAX_STATES = 32
+"""Most channel states (Markov channels, trace state labels)."""
+MAX_CV = 10.0
+"""Largest coefficient of variation of a lognormal rtt."""
+GAMMA_CV_RANGE = (0.01, 3.0)
+"""Coefficients of variation a gamma rtt accepts (shape 1/cv^2 in [0.11, 1e4])."""
+MAX_DRIFT_POINTS = 10_000
+"""Most breakpoints of a drift schedule."""
+MAX_TEXT = 2_000
+"""Longest free-text field (description, one source), characters."""
+MAX_PATH = 4_096
+"""Longest file path, characters."""
+MAX_BATCH_ROWS = 1 << 20
+"""Most rows of one batched simulator (seeds of an evaluation, environments of a vector env)."""
+
+_DELAY = Bound(0.0, MAX_DELAY_MS, "ms", "a round trip beyond 10 minutes is an outage, not a delay; keeps every "
+               "round time finite")
+_LOGIT_SD = Bound(0.0, 20.0, "", "logit-scale noise: beyond 20 the sigmoid is 0 or 1 in float64 anyway")
+_KBPS = Bound(1.0, 1e9, "kbit/s", "1 kbit/s (a degraded satellite link) to 1 Tbit/s; keeps transmission "
+              "times finite")
+BOUNDS: dict[str, Bound] = {
+    "draft_ms": Bound(0.0, 10_000.0, "ms", "edge drafters run at 5-100 ms/token; 10 s leaves two orders of "
+                      "magnitude"),
+    "verify_base_ms": Bound(0.0, 60_000.0, "ms", "a verification pass of one minute is far beyond any served "
+                            "model"),
+    "verify_per_token_ms": Bound(0.0, 10_000.0, "ms", "as draft_ms"),
+    "bytes_per_token": Bound(0.0, 1e7, "bytes", "even full-vocabulary fp32 logits are < 1 MB per token"),
+    "bandwidth_kbps": _KBPS,
+    "max_draft": Bound(1, MAX_DRAFT, "tokens", "published drafters speculate at most a few dozen tokens; "
+                       "per-position arrays stay small"),
+    "n_tokens": Bound(1, 131_072, "tokens", "the longest outputs LLM services allow (128k tokens)"),
+    "requests_per_episode": Bound(1, 100_000, "requests", "keeps one episode's wall-clock time below 2^53 ms "
+                                  "(exact float64 times)"),
+    "alpha": Bound(0.0, 1.0, "", "a probability"),
+    "profile": Bound(0.0, 1.0, "", f"probabilities, at most {MAX_DRAFT} of them"),
+    "latent_tau": _LOGIT_SD,
+    "latent_eps_sigma": _LOGIT_SD,
+    "confidence_sigma": _LOGIT_SD,
+    "delay_ms": _DELAY,
+    "delay_cv": Bound(0.0, MAX_CV, "", "lognormal sd sqrt(log1p(cv^2)) stays small enough for finite "
+                      f"draws; gamma needs {GAMMA_CV_RANGE[0]} <= cv <= {GAMMA_CV_RANGE[1]} (accurate "
+                      "quantile)"),
+    "markov_generator_per_ms": Bound(0.0, 0.1, "1/ms", "off-diagonal rates: a state lasts 10 ms or more on "
+                                     f"average (each simulated transition costs time); at most {MAX_STATES} "
+                                     "states"),
+    "markov_rtt_mean_ms": _DELAY,
+    "markov_rtt_cv": Bound(0.0, MAX_CV, "", "as delay_cv (lognormal)"),
+    "markov_bandwidth_kbps": _KBPS,
+    "drift_schedule": Bound(0.0, 1e10, "ms", f"breakpoint times up to ~4 months (mean rtts as delay_ms); "
+                            f"at most {MAX_DRIFT_POINTS} breakpoints"),
+    "drift_period_ms": Bound(0.0, 1e10, "ms", "as the breakpoint times", lo_open=True),
+    "drift_cv": Bound(0.0, MAX_CV, "", "as delay_cv (lognormal)"),
+    "jitter_slot_ms": Bound(0.01, 60_000.0, "ms", "wall-clock time / slot must fit a 64-bit index over the "
+                            "longest episode"),
+    "time_scale_ms": Bound(1e-3, 1e9, "ms", "reward = -step_ms / time_scale_ms stays finite and away from "
+                           "float64 underflow"),
+    "reference_ms_per_token": Bound(0.0, 1e7, "ms", "a rate no round time exceeds"),
+}
+"""The accepted range of every numeric ScenarioConfig field (tuple fields: of each entry).
+Text fields: ``name`` 1-100 characters of ``A-Z a-z 0-9 . _ + -`` not starting with ``.`` (it
+names output folders); ``description`` and each of at most 64 ``sources`` up to
+:data:`MAX_TEXT` characters; trace paths up to :data:`MAX_PATH`."""
+
+_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}")
+
+
+def _number(name: str, value: Any, bound: Bound | None = None) -> float:
+    """A finite float within ``bound`` (the field's entry of :data:`BOUNDS` by default)."""
+    bound = bound or BOUNDS[name.split("[")[0].split(".")[0]]
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)) and not value.strip():
+        raise ConfigError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(v) or math.isinf(v) or v < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be a number, got {_short(value)}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number ({bound.text()}), got {_short(value)}")
+    if v < bound.lo or (bound.lo_open and v == bound.lo) or v > bound.hi:
+        raise ConfigError(f"{name} must be in the range {bound.text()} ({bound.why}), got {_short(value)}")
     return v
 
 
+def _finite_nonneg(name: str, value: Any) -> float:
+    return _number(name, value)
+
+
 def _probability(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {_short(value)}") from None
     if not (0.0 <= v <= 1.0):  # also rejects NaN
-        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {_short(value)}")
     return v
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    bound = BOUNDS[name]
+    ok = (not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+          and math.isfinite(float(value)) and float(value) == int(value))
+    if not ok or int(value) < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {_short(value)}")
+    if int(value) > bound.hi:
+        raise ConfigError(f"{name} must be an integer in {int(bound.lo)}..{int(bound.hi)} ({bound.why}), "
+                          f"got {_short(value)}")
     return int(value)
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+    if not isinstance(value, str) or value not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(options)}; got {_short(value)}")
     return str(value)
+
+
+def _sequence(name: str, value: Any, max_len: int) -> tuple[Any, ...]:
+    """A list/tuple (or 1-D array) of at most ``max_len`` entries, as a tuple."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a sequence, got {_short(value)}")
+    if len(value) > max_len:
+        raise ConfigError(f"{name} has {len(value)} entries; at most {max_len} are allowed")
+    return tuple(value)
+
+
+def _text(name: str, value: Any, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {_short(value)}")
+    if len(value) > max_len or "\x00" in value:
+        raise ConfigError(f"{name} must be a string of at most {max_len} characters without NUL bytes")
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (huge inputs stay out of error messages)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails still gets a message
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "...(cut)"
 
 
 @dataclass(frozen=True)
@@ -162,26 +298,25 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:  # noqa: C901 - one check per field, kept flat on purpose
         set_ = object.__setattr__
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ConfigError(f"name must be 1-100 characters of A-Z a-z 0-9 . _ + - not starting with '.' "
+                              f"(it names output folders), got {_short(self.name)}")
+        _text("description", self.description, MAX_TEXT)
+        set_(self, "sources", tuple(_text(f"sources[{i}]", s, MAX_TEXT)
+                                    for i, s in enumerate(_sequence("sources", self.sources, 64))))
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra must be a dict, got {_short(self.extra)}")
         for name in ("draft_ms", "verify_base_ms", "verify_per_token_ms", "bytes_per_token",
-                     "delay_ms", "delay_cv", "latent_tau", "latent_eps_sigma", "drift_cv"):
-            set_(self, name, _finite_nonneg(name, getattr(self, name)))
+                     "delay_ms", "delay_cv", "latent_tau", "latent_eps_sigma", "drift_cv",
+                     "time_scale_ms", "jitter_slot_ms"):
+            set_(self, name, _number(name, getattr(self, name)))
         if self.draft_ms + self.verify_per_token_ms <= 0:
             raise ConfigError("draft_ms + verify_per_token_ms must be > 0 (a drafted token must cost time)")
-        for name in ("time_scale_ms", "jitter_slot_ms"):
-            v = _finite_nonneg(name, getattr(self, name))
-            if v == 0:
-                raise ConfigError(f"{name} must be > 0, got {v!r}")
-            set_(self, name, v)
-        if self.bandwidth_kbps is not None:
-            v = _finite_nonneg("bandwidth_kbps", self.bandwidth_kbps)
-            if v == 0:
-                raise ConfigError("bandwidth_kbps must be > 0 (or None for no transmission time)")
-            set_(self, "bandwidth_kbps", v)
-        if self.reference_ms_per_token is not None:
-            set_(self, "reference_ms_per_token", _finite_nonneg("reference_ms_per_token", self.reference_ms_per_token))
-        set_(self, "max_draft", _positive_int("max_draft", self.max_draft))
-        set_(self, "n_tokens", _positive_int("n_tokens", self.n_tokens))
-        set_(self, "requests_per_episode", _positive_int("requests_per_episode", self.requests_per_episode))
+        for name in ("bandwidth_kbps", "reference_ms_per_token", "confidence_sigma", "drift_period_ms"):
+            if getattr(self, name) is not None:
+                set_(self, name, _number(name, getattr(self, name)))
+        for name in ("max_draft", "n_tokens", "requests_per_episode"):
+            set_(self, name, _positive_int(name, getattr(self, name)))
         _choice("acceptance", self.acceptance, ACCEPTANCE_KINDS)
         _choice("channel", self.channel, CHANNEL_KINDS)
         _choice("delay_distribution", self.delay_distribution, DELAY_DISTRIBUTIONS)
@@ -189,20 +324,28 @@ class ScenarioConfig:
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
         set_(self, "alpha", _probability("alpha", self.alpha))
         if self.profile is not None:
-            prof = tuple(self.profile) if not isinstance(self.profile, (str, bytes)) else None
+            if isinstance(self.profile, (str, bytes)) or not isinstance(self.profile, (list, tuple, np.ndarray)):
+                raise ConfigError(f"profile must be a non-empty sequence of probabilities, got {_short(self.profile)}")
+            prof = _sequence("profile", self.profile, MAX_DRAFT)
             if not prof:
-                raise ConfigError(f"profile must be a non-empty sequence of probabilities, got {self.profile!r}")
+                raise ConfigError(f"profile must be a non-empty sequence of probabilities, got {_short(self.profile)}")
             set_(self, "profile", tuple(_probability(f"profile[{i}]", a) for i, a in enumerate(prof)))
         if self.acceptance in ("profile", "latent") and self.profile is None:
             raise ConfigError(f"acceptance={self.acceptance!r} needs profile (a_1, a_2, ...)")
+        for name in ("acceptance_trace", "delay_trace"):
+            if getattr(self, name) is not None:
+                _text(name, getattr(self, name), MAX_PATH)
         if self.acceptance == "trace" and not self.acceptance_trace:
             raise ConfigError("acceptance='trace' needs acceptance_trace (path to a .jsonl acceptance trace)")
-        if self.confidence_sigma is not None:
-            set_(self, "confidence_sigma", _finite_nonneg("confidence_sigma", self.confidence_sigma))
-        if not isinstance(self.csi_observable, bool):
-            raise ConfigError(f"csi_observable must be true or false, got {self.csi_observable!r}")
-        if self.delay_distribution == "gamma" and self.channel == "iid" and self.delay_cv == 0:
-            raise ConfigError("delay_cv must be > 0 for a gamma delay distribution")
+        for name in ("csi_observable", "delay_trace_offset"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"{name} must be true or false, got {_short(getattr(self, name))}")
+            set_(self, name, bool(getattr(self, name)))
+        if self.delay_distribution == "gamma" and self.channel == "iid":
+            lo, hi = GAMMA_CV_RANGE
+            if not lo <= self.delay_cv <= hi:
+                raise ConfigError(f"delay_cv must be in [{lo}, {hi}] for a gamma delay distribution (its "
+                                  f"quantile is exact there), got {self.delay_cv!r}")
         if self.channel == "markov":
             self._validate_markov()
         if self.channel == "drift":
@@ -216,56 +359,62 @@ class ScenarioConfig:
         if q is None or self.markov_rtt_mean_ms is None:
             raise ConfigError("channel='markov' needs markov_generator_per_ms and markov_rtt_mean_ms")
         try:
-            rows = tuple(tuple(float(x) for x in row) for row in q)
-        except (TypeError, ValueError):
-            raise ConfigError(f"markov_generator_per_ms must be a square matrix of numbers, got {q!r}") from None
+            rows = tuple(tuple(float(x) for x in _sequence("markov_generator_per_ms", row, MAX_STATES))
+                         for row in _sequence("markov_generator_per_ms", q, MAX_STATES))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"markov_generator_per_ms must be a square matrix of numbers (at most {MAX_STATES} "
+                              f"states), got {_short(q)}") from None
         m = len(rows)
         if m < 1 or any(len(r) != m for r in rows):
-            raise ConfigError(f"markov_generator_per_ms must be a square matrix, got {q!r}")
+            raise ConfigError(f"markov_generator_per_ms must be a square matrix, got {_short(q)}")
+        rate = BOUNDS["markov_generator_per_ms"]
         for i, r in enumerate(rows):
             for j, x in enumerate(r):
                 if not math.isfinite(x) or (i != j and x < 0):
                     raise ConfigError(f"markov_generator_per_ms[{i}][{j}] must be a finite rate >= 0, got {x!r}")
             if abs(sum(r)) > 1e-9 * max(1.0, max(abs(x) for x in r)):
                 raise ConfigError(f"markov_generator_per_ms row {i} must sum to 0, sums to {sum(r)!r}")
+            for j, x in enumerate(r):
+                if i != j and x > rate.hi:
+                    raise ConfigError(f"markov_generator_per_ms[{i}][{j}] must be in the range {rate.text()} "
+                                      f"({rate.why}), got {x!r}")
         set_(self, "markov_generator_per_ms", rows)
-        means = tuple(_finite_nonneg(f"markov_rtt_mean_ms[{i}]", v) for i, v in enumerate(self.markov_rtt_mean_ms))
+        means = tuple(_number(f"markov_rtt_mean_ms[{i}]", v)
+                      for i, v in enumerate(_sequence("markov_rtt_mean_ms", self.markov_rtt_mean_ms, MAX_STATES)))
         if len(means) != m:
             raise ConfigError(f"markov_rtt_mean_ms must have one value per state ({m}), got {len(means)}")
         set_(self, "markov_rtt_mean_ms", means)
         cvs = self.markov_rtt_cv if self.markov_rtt_cv is not None else (0.0,) * m
-        cvs = tuple(_finite_nonneg(f"markov_rtt_cv[{i}]", v) for i, v in enumerate(cvs))
+        cvs = tuple(_number(f"markov_rtt_cv[{i}]", v) for i, v in enumerate(_sequence("markov_rtt_cv", cvs, MAX_STATES)))
         if len(cvs) != m:
             raise ConfigError(f"markov_rtt_cv must have one value per state ({m}), got {len(cvs)}")
         set_(self, "markov_rtt_cv", cvs)
         if self.markov_bandwidth_kbps is not None:
-            bw = tuple(_finite_nonneg(f"markov_bandwidth_kbps[{i}]", v) for i, v in enumerate(self.markov_bandwidth_kbps))
-            if len(bw) != m or any(b == 0 for b in bw):
+            raw = _sequence("markov_bandwidth_kbps", self.markov_bandwidth_kbps, MAX_STATES)
+            if len(raw) != m:
                 raise ConfigError(f"markov_bandwidth_kbps must have one value > 0 per state ({m})")
+            bw = tuple(_number(f"markov_bandwidth_kbps[{i}]", v) for i, v in enumerate(raw))
             set_(self, "markov_bandwidth_kbps", bw)
 
     def _validate_drift(self) -> None:
         sched = self.drift_schedule
-        if not sched:
+        if sched is None or (isinstance(sched, (list, tuple)) and not sched):
             raise ConfigError("channel='drift' needs drift_schedule ((t_ms, mean_rtt_ms), ...)")
         try:
-            pts = tuple((float(t), float(d)) for t, d in sched)
-        except (TypeError, ValueError):
-            raise ConfigError(f"drift_schedule must be (t_ms, mean_rtt_ms) pairs, got {sched!r}") from None
+            pts = tuple((float(t), float(d)) for t, d in _sequence("drift_schedule", sched, MAX_DRIFT_POINTS))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"drift_schedule must be (t_ms, mean_rtt_ms) pairs, got {_short(sched)}") from None
         for i, (t, d) in enumerate(pts):
-            _finite_nonneg(f"drift_schedule[{i}].t_ms", t)
-            if _finite_nonneg(f"drift_schedule[{i}].mean_rtt_ms", d) == 0 and self.drift_cv > 0:
+            _number(f"drift_schedule[{i}].t_ms", t)
+            if _number(f"drift_schedule[{i}].mean_rtt_ms", d, _DELAY) == 0 and self.drift_cv > 0:
                 raise ConfigError(f"drift_schedule[{i}].mean_rtt_ms must be > 0 with jitter")
             if i and t < pts[i - 1][0]:
                 raise ConfigError(f"drift_schedule[{i}].t_ms goes backwards ({t} < {pts[i - 1][0]})")
         if pts[0][0] != 0.0:
             raise ConfigError("drift_schedule must start at t_ms = 0")
         object.__setattr__(self, "drift_schedule", pts)
-        if self.drift_period_ms is not None:
-            p = _finite_nonneg("drift_period_ms", self.drift_period_ms)
-            if p <= pts[-1][0]:
-                raise ConfigError("drift_period_ms must be larger than the last drift_schedule time")
-            object.__setattr__(self, "drift_period_ms", p)
+        if self.drift_period_ms is not None and self.drift_period_ms <= pts[-1][0]:
+            raise ConfigError("drift_period_ms must be larger than the last drift_schedule time")
 
     # ----------------------------------------------------------------- helpers
     @property

@@ -35,7 +35,7 @@ import numpy as np
 from . import kernels as kn
 from .acceptance import AcceptanceProcess
 from .channel import Channel, ChannelRows
-from .config import ScenarioConfig
+from .config import MAX_BATCH_ROWS, ScenarioConfig
 
 RTT_OBS_SCALE_MS = 1000.0
 """Observations show rtt in seconds (rtt_ms / 1000)."""
@@ -97,6 +97,9 @@ class Simulator:
                  batch_size: int = 1) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if batch_size > MAX_BATCH_ROWS:
+            raise ValueError(f"batch_size must be at most {MAX_BATCH_ROWS} rows (seeds or environments), "
+                             f"got {batch_size}")
         self.config = config
         self.acceptance = acceptance
         self.channel = channel
