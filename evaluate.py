@@ -7,12 +7,21 @@
     python evaluate.py --paper                           # the reference paper's claims, ~5 minutes
 
 Every agent of a scenario faces the same seeds, i.e. the same acceptance draws per round and
-the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.csv`` (one row
-per round), ``summary.json`` (schema in docs/evaluation.md, written atomically), ``config.json``
-(the resolved settings) and PNG plots: cumulative regret, per-token latency, chosen k over time
-and a delay sweep. With several scenarios each gets a subfolder.
+the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.parquet`` (one
+row per round, streamed to disk while the agents run), ``summary.json`` (schema in
+docs/evaluation.md), ``config.json`` (the resolved settings and the run's status: running,
+finished, failed or interrupted) and PNG plots: cumulative regret, per-token latency, chosen k
+over time and a delay sweep. With several scenarios each gets a subfolder. Every file is
+written atomically; the folder is locked while a run writes to it (a second run on the same
+--out is refused); rerunning on a folder replaces the earlier results.
 
-Exit codes: 0 success, 2 invalid arguments (nothing is run; the message says what is wrong).
+Trust: sb3:PATH loads a Stable-Baselines3 model, which unpickles Python objects from the file:
+load only files you trust (a file's sha256 is checked against its run folder's record when
+there is one; that guards against accidents, not against someone who can rewrite the folder).
+
+Exit codes: 0 success; 1 a disk error during the run (one line naming the file); 2 invalid
+arguments or an output folder in use (nothing is run; the message says what is wrong); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -35,7 +44,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from specstop_gym.cli import UsageError, dataclass_parser, parse_scenario_overrides
+from specstop_gym.cli import (
+    UsageError,
+    check_count,
+    check_number,
+    check_path,
+    dataclass_parser,
+    parse_scenario_overrides,
+)
 
 DEFAULT_AGENTS = ("static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop", "contextual-ucb", "oracle",
                   "best-fixed-k")
@@ -76,7 +92,9 @@ class Args:
     no_sweep: bool = False
     """skip the delay sweep"""
     out: str | None = field(default=None, metadata={"metavar": "DIR"})
-    """output folder (default: results/<scenario>__<timestamp>)"""
+    """output folder (default: results/<scenario>__<timestamp>); locked while a run writes to it"""
+    rounds_format: Literal["parquet", "csv.gz", "csv"] = "parquet"
+    """format of the per-round table: parquet (zstd, columnar), csv.gz or csv"""
     no_plots: bool = False
     """do not draw the PNG plots"""
     paper: bool = False
@@ -129,19 +147,33 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
         scenario_names,
     )
 
-    if args.seeds < 1 and not args.seed_list:
-        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list else list(range(args.seeds))
-    if any(s < 0 for s in seeds):
-        raise UsageError(f"seeds must be >= 0, got {seeds}")
-    if args.requests < 1:
-        raise UsageError(f"--requests must be >= 1, got {args.requests}")
-    if args.rounds is not None and args.rounds < 1:
-        raise UsageError(f"--rounds must be >= 1, got {args.rounds}")
-    if args.sweep_seeds < 1 or args.sweep_requests < 1:
-        raise UsageError("--sweep-seeds and --sweep-requests must be >= 1")
-    if args.sweep_delays is not None and any(not (d >= 0) or d == float("inf") for d in args.sweep_delays):
-        raise UsageError(f"--sweep-delays must be finite delays >= 0 ms, got {args.sweep_delays}")
+    from specstop_gym.cli import MAX_SEED, MAX_SEEDS
+    from specstop_gym.core.config import BOUNDS, MAX_DELAY_MS
+
+    if args.seed_list:
+        if len(args.seed_list) > MAX_SEEDS:
+            raise UsageError(f"--seed-list: at most {MAX_SEEDS} seeds, got {len(args.seed_list)}")
+        for s in args.seed_list:
+            check_count("--seed-list", s, 0, MAX_SEED)
+        seeds = list(dict.fromkeys(args.seed_list))
+    else:
+        seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
+    check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
+    if args.rounds is not None:
+        check_count("--rounds", args.rounds, 1, 10**9)
+    check_count("--sweep-seeds", args.sweep_seeds, 1, MAX_SEEDS)
+    check_count("--sweep-requests", args.sweep_requests, 1, int(BOUNDS["requests_per_episode"].hi))
+    if args.sweep_delays is not None:
+        if len(args.sweep_delays) > 1000:
+            raise UsageError(f"--sweep-delays: at most 1000 delays, got {len(args.sweep_delays)}")
+        for d in args.sweep_delays:
+            check_number("--sweep-delays", d, 0.0, MAX_DELAY_MS, "ms")
+    if len(args.agents) > 64 or any(len(a) > 1000 for a in args.agents):
+        raise UsageError("--agents: at most 64 specs of at most 1000 characters each")
+    for flag, value in (("--out", args.out), ("--delay-trace", args.delay_trace),
+                        ("--acceptance-trace", args.acceptance_trace)):
+        if value is not None:
+            check_path(flag, value)
     unknown = [s for s in args.scenarios if s not in scenario_names()]
     if unknown:
         raise UsageError(f"unknown scenario {unknown[0]!r}; valid scenarios: {', '.join(scenario_names())}")
@@ -163,7 +195,7 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             cfg = make_scenario(name, **overrides)
             build_acceptance(cfg)  # loads trace files, if any: errors name file, line and field
             build_channel(cfg)
-        except (ConfigError, ValueError, OSError) as e:
+        except (ConfigError, ValueError, TypeError, OSError) as e:
             raise UsageError(f"scenario {name!r}: {e}") from None
         if args.delay_ms is not None and cfg.channel not in ("constant", "iid"):
             print(f"note: --delay-ms has no effect on {name!r} (channel={cfg.channel})", file=sys.stderr)
@@ -175,7 +207,7 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
                 continue
             try:
                 built[label] = build_agent(label, cfg, len(seeds), seeds[0])
-            except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
+            except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
                 raise UsageError(f"agent {label!r} on scenario {name!r}: {e}") from None
         configs.append(cfg)
         prebuilt[name] = built
@@ -195,22 +227,114 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             check_writable(out / cfg.name)
     except OSError as e:
         raise UsageError(str(e)) from None
+    check_space(out, configs, labels, len(seeds), args)
     return configs, seeds, prebuilt, out
 
 
+def estimate_rounds(cfg: Any, n_agents: int, n_seeds: int, max_rounds: int | None) -> tuple[int, int]:
+    """(fewest, most) rows of the rounds table: every round gains 1..max_draft+1 tokens."""
+    per_seed = cfg.requests_per_episode * cfg.n_tokens
+    most = per_seed if max_rounds is None else min(per_seed, max_rounds)
+    fewest = -(-per_seed // (cfg.max_draft + 1)) if max_rounds is None else min(-(-per_seed // (cfg.max_draft + 1)),
+                                                                                 max_rounds)
+    return n_agents * n_seeds * fewest, n_agents * n_seeds * most
+
+
+BYTES_PER_ROUND = {"parquet": 12, "csv.gz": 30, "csv": 90}
+"""Measured size of one row of the rounds table per format (docs/evaluation.md), rounded up."""
+
+
+def check_space(out: Path, configs: list[Any], labels: list[str], n_seeds: int, args: Args) -> None:
+    """Refuse a run whose rounds table cannot fit the free space even at its smallest; note one
+    that may not fit at its largest (every round of one token)."""
+    from specstop_gym.fileio import format_bytes, free_bytes
+
+    free = free_bytes(out)
+    if free is None:
+        return
+    n_agents = len(labels) + (not any(lab.split(":")[0] == "oracle" for lab in labels))
+    per_row = BYTES_PER_ROUND[args.rounds_format]
+    low = high = 0
+    for cfg in configs:
+        a, b = estimate_rounds(cfg, n_agents, n_seeds, args.rounds)
+        low, high = low + a * per_row, high + b * per_row
+    margin = 16 << 20  # plots, JSON files, temporary copies
+    if free < low + margin:
+        raise UsageError(f"not enough free space in {str(out)!r}: the rounds table needs at least "
+                         f"{format_bytes(low + margin)}, {format_bytes(free)} are free")
+    if free < high + margin:
+        print(f"note: the rounds table may need up to {format_bytes(high + margin)} and {format_bytes(free)} are free "
+              f"in {str(out)!r}", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- one scenario
+OUTPUT_NAMES = ("rounds.parquet", "rounds.csv.gz", "rounds.csv", "summary.json", "regret.png", "latency.png",
+                "k_over_time.png", "delay_sweep.png")
+"""Files evaluate.py writes into a scenario folder (a rerun removes the ones it will not rewrite)."""
+
+
+def run_config(args: Args, cfg: Any, seeds: list[int], sweep_delays: list[float], command: str, run_id: str,
+               status: str, files: dict[str, Any], error: str | None = None) -> dict[str, Any]:
+    """config.json of a scenario folder: the resolved settings and the run's status."""
+    from datetime import datetime, timezone
+
+    from specstop_gym.evaluation import report
+
+    doc = {"command": command, "run_id": run_id, "status": status, "error": error, "pid": os.getpid(),
+           "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": dataclasses.asdict(args),
+           "seeds": seeds, "scenario": cfg.to_dict(), "sweep_delays_ms": sweep_delays, "files": files,
+           "schema_version": report.SCHEMA_VERSION}
+    return doc
+
+
 def evaluate_scenario(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], folder: Path,
-                      command: str) -> dict[str, Any]:
-    """Run the comparison (and the sweep) on one scenario and write its files into ``folder``."""
+                      command: str, run_id: str = "") -> dict[str, Any]:
+    """Run the comparison (and the sweep) on one scenario and write its files into ``folder``.
+
+    config.json is written first (status ``running``) and last (``finished``); the rounds are
+    streamed to the rounds table while the agents run; every file is moved into place
+    atomically, summary.json after all others. On an exception config.json says ``failed`` (or
+    ``interrupted``) with the error, and the exception propagates.
+    """
     from tqdm import tqdm
 
     from specstop_gym.evaluation import plots, report
 
     specs = [a.strip() for a in args.agents]
     sweep_delays = [] if args.no_sweep else (args.sweep_delays or report.default_sweep_delays())
-    n_sweep_agents = len([s for s in specs if report.spec_name(s) != report.BEST_FIXED_K])
-    n_sweep_agents += not any(report.spec_name(s) == report.ORACLE for s in specs)
     total = len(specs) + (not any(report.spec_name(s) == report.ORACLE for s in specs)) + len(sweep_delays)
+    rounds_name = report.ROUNDS_FORMATS[args.rounds_format]
+    files: dict[str, Any] = {"rounds": rounds_name, "config": "config.json", "summary": "summary.json", "plots": {}}
+    planned = {rounds_name, "summary.json"}
+    if not args.no_plots:
+        planned |= {"regret.png", "latency.png", "k_over_time.png"} | ({"delay_sweep.png"} if sweep_delays else set())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES:  # an earlier run's files this run will not rewrite
+        if name not in planned and (folder / name).is_file():
+            (folder / name).unlink()
+    config_path = folder / "config.json"
+    report.write_json_atomic(config_path, run_config(args, cfg, seeds, sweep_delays, command, run_id, "running",
+                                                     files))
+    try:
+        summary = _evaluate(args, cfg, seeds, prebuilt, folder, command, run_id, specs, sweep_delays, files, total,
+                            tqdm, plots, report)
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        try:
+            report.write_json_atomic(config_path, run_config(args, cfg, seeds, sweep_delays, command, run_id, status,
+                                                             files, error))
+        except OSError:
+            pass  # the disk error itself is reported by main()
+        raise
+    report.write_json_atomic(config_path, run_config(args, cfg, seeds, sweep_delays, command, run_id, "finished",
+                                                     files))
+    return summary
+
+
+def _evaluate(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], folder: Path, command: str,
+              run_id: str, specs: list[str], sweep_delays: list[float], files: dict[str, Any], total: int,
+              tqdm: Any, plots: Any, report: Any) -> dict[str, Any]:
     bar = tqdm(total=total, desc=cfg.name, unit="step", disable=args.quiet or not sys.stderr.isatty(),
                leave=False, dynamic_ncols=True)
     counter = {"rounds": 0}
@@ -225,8 +349,14 @@ def evaluate_scenario(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str
         bar.set_postfix(last=label, rounds=counter["rounds"])
 
     t0 = time.perf_counter()
-    comp = report.run_comparison(cfg, specs, seeds, level=args.level, max_rounds=args.rounds,
-                                 prebuilt=prebuilt, on_round=on_round, on_agent=on_agent)
+    rounds = report.RoundsFile(folder / files["rounds"], cfg, fmt=args.rounds_format)
+    try:
+        comp = report.run_comparison(cfg, specs, seeds, level=args.level, max_rounds=args.rounds, prebuilt=prebuilt,
+                                     on_round=on_round, on_agent=on_agent, rounds=rounds, keep_rounds=False)
+        rounds.close()
+    except BaseException:
+        rounds.abort()
+        raise
     sweep = None
     if sweep_delays:
         sweep_seeds = seeds[:args.sweep_seeds]
@@ -235,9 +365,8 @@ def evaluate_scenario(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str
                                    on_point=lambda d: (bar.update(1), bar.set_postfix(delay_ms=d)))
     bar.close()
     elapsed = time.perf_counter() - t0
-    files: dict[str, Any] = {"rounds_csv": "rounds.csv", "config": "config.json", "plots": {}}
-    report.write_text_atomic(folder / "rounds.csv", report.rounds_csv_text(cfg.name, comp.runs))
     summary = report.build_summary(comp, command=command, sweep=sweep, files=files)
+    summary["run_id"] = run_id
     summary["wall_s"] = elapsed
     summary["rounds_per_s"] = counter["rounds"] / elapsed if elapsed > 0 else None
     if not args.no_plots:
@@ -250,29 +379,64 @@ def evaluate_scenario(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str
             files["plots"]["delay_sweep"] = plots.plot_sweep(
                 sweep, folder / "delay_sweep.png",
                 f"{cfg.name}: delay sweep ({len(sweep['seeds'])} seeds, {args.sweep_requests} request(s))").name
-    report.write_json_atomic(folder / "config.json", {
-        "command": command, "args": dataclasses.asdict(args), "seeds": seeds, "scenario": cfg.to_dict(),
-        "sweep_delays_ms": sweep_delays, "schema_version": report.SCHEMA_VERSION})
     report.write_json_atomic(folder / "summary.json", summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join(["evaluate.py", *(sys.argv[1:] if argv is None else argv)])
+    """Parse and validate (exit 2 on bad input), lock the output folder, evaluate, write."""
+    from specstop_gym.cli import print_error
+    from specstop_gym.fileio import FolderLock, LockedError, clean_orphans, disk_error_message
+
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["evaluate.py", *args_list])
+    try:
+        args = parse_args(args_list)
+    except SystemExit as e:  # argparse: --help (0) or a malformed command line (2, one line printed)
+        return int(e.code or 0)
+    lock = None
     try:
         if args.paper:
-            return _paper(args, command)
-        configs, seeds, prebuilt, out = validate(args)
+            out = _paper_folder(args)
+        else:
+            configs, seeds, prebuilt, out = validate(args)
+        lock = FolderLock(out, command[:200]).acquire()
     except UsageError as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        print_error("evaluate.py", str(e))
         return 2
+    except LockedError as e:
+        print_error("evaluate.py", f"--out: {e}")
+        return 2
+    try:
+        clean_orphans(out)
+        if args.paper:
+            return _paper(args, command, out)
+        return _run(args, configs, seeds, prebuilt, out, command)
+    except KeyboardInterrupt:
+        print_error("evaluate.py", f"interrupted; the files under their final names in {str(out)!r} are complete "
+                                   "(config.json says interrupted)")
+        return 130
+    except OSError as e:
+        msg = disk_error_message(e)
+        if msg is None:
+            raise
+        print_error("evaluate.py", msg)
+        return 1
+    finally:
+        lock.release()
+
+
+def _run(args: Args, configs: list[Any], seeds: list[int], prebuilt: dict[str, Any], out: Path, command: str) -> int:
+    import secrets
+    from datetime import datetime
+
     from specstop_gym.evaluation import report
 
+    run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     summaries = {}
     for cfg in configs:
         folder = out / cfg.name if len(configs) > 1 else out
-        summaries[cfg.name] = evaluate_scenario(args, cfg, seeds, prebuilt[cfg.name], folder, command)
+        summaries[cfg.name] = evaluate_scenario(args, cfg, seeds, prebuilt[cfg.name], folder, command, run_id)
         if not args.quiet:
             s = summaries[cfg.name]
             ref = s["oracle"]
@@ -284,20 +448,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"({s['wall_s']:.1f} s, {s['rounds_per_s']:.0f} rounds/s) -> {folder}")
     if len(configs) > 1:
         report.write_json_atomic(out / "index.json", {
-            "command": command, "scenarios": {n: f"{n}/summary.json" for n in summaries},
+            "command": command, "run_id": run_id, "scenarios": {n: f"{n}/summary.json" for n in summaries},
             "schema_version": report.SCHEMA_VERSION})
     return 0
 
 
-def _paper(args: Args, command: str) -> int:
-    from specstop_gym.evaluation import paper
+def _paper_folder(args: Args) -> Path:
     from specstop_gym.evaluation.report import check_writable
 
+    if args.out is not None:
+        check_path("--out", args.out)
     out = Path(args.out) if args.out else Path("results") / f"paper__{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
         check_writable(out)
     except OSError as e:
         raise UsageError(str(e)) from None
+    return out
+
+
+def _paper(args: Args, command: str, out: Path) -> int:
+    from specstop_gym.evaluation import paper
+
     result = paper.run_paper(out, quick=args.quick, quiet=args.quiet, command=command)
     if not args.quiet:
         print(paper.format_markdown(result))

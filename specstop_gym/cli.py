@@ -1,6 +1,8 @@
 """Command-line plumbing shared by ``evaluate.py``, ``train.py`` and the benchmark scripts: a
 parser with one flag per dataclass field (help from the field's docstring), the help formatter,
-command-line values, and ``--set field=value`` scenario overrides."""
+command-line values, ``--set field=value`` scenario overrides, and the checks of counts, seeds,
+numbers and paths given on the command line (each error names the flag; the scripts report it
+in one line, ``prog: error: ...``, with exit code 2)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,90 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import math
+import sys
 import typing
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, NoReturn
+
+MAX_SEEDS = 100_000
+"""Most seeds of one evaluation (seeds are rows of one batched simulator)."""
+MAX_SEED = 2**32 - 1
+"""Largest seed value (numpy's and SB3's global seeding take 32-bit seeds)."""
+MAX_VALUE_CHARS = 100_000
+"""Longest value of ``--set``, ``--hyperparams`` or an agent parameter, characters."""
+MAX_PATH_CHARS = 4_096
+"""Longest path given on the command line."""
 
 
 class UsageError(Exception):
     """An invalid argument: reported without a traceback, exit code 2, nothing run."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``prog: error: message (see prog --help)``,
+    with exit code 2 (argparse prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def check_count(flag: str, value: Any, lo: int, hi: int) -> int:
+    """An integer ``lo <= value <= hi`` or a UsageError naming ``flag`` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        shown = value if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:20]}..."
+        raise UsageError(f"{flag} must be an integer in {lo}..{hi}, got {shown}")
+    return value
+
+
+def check_number(flag: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
+    """A finite number ``lo <= value <= hi`` or a UsageError naming ``flag`` and the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)) \
+            or not lo <= value <= hi:
+        raise UsageError(f"{flag} must be a finite number in [{lo:g}, {hi:g}]{' ' + unit if unit else ''}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def check_path(flag: str, value: Any) -> str:
+    """A path of at most :data:`MAX_PATH_CHARS` characters without NUL bytes."""
+    if not isinstance(value, str) or not value or len(value) > MAX_PATH_CHARS or "\x00" in value:
+        raise UsageError(f"{flag} must be a path of 1..{MAX_PATH_CHARS} characters, got {str(value)[:80]!r}")
+    return value
+
+
+def parse_seeds(items: Iterable[str | int], flag: str = "--seeds", limit: int = MAX_SEEDS) -> list[int]:
+    """``["1000-1003", "7"]`` -> ``[1000, 1001, 1002, 1003, 7]`` (duplicates dropped, order kept).
+
+    Seeds are integers in ``0..MAX_SEED``; at most ``limit`` of them (a range is measured before
+    it is built, so ``0-1000000000`` is refused at once, not allocated)."""
+    out: dict[int, None] = {}
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            try:
+                a, b = (int(lo), int(hi)) if dash and lo else (int(part), int(part))
+            except ValueError:
+                raise UsageError(f"{flag}: {part[:40]!r} is not a seed (integer in 0..{MAX_SEED}) "
+                                 f"or a range A-B") from None
+            if a < 0 or b < a or b > MAX_SEED:
+                raise UsageError(f"{flag}: {part[:40]!r} gives no seeds in 0..{MAX_SEED}")
+            if b - a + 1 + len(out) > limit:
+                raise UsageError(f"{flag}: at most {limit} seeds, got {part[:40]!r} (and {len(out)} before)")
+            for seed in range(a, b + 1):
+                out[seed] = None
+    if not out:
+        raise UsageError(f"{flag} needs at least one seed")
+    return list(out)
+
+
+def print_error(prog: str, message: str) -> None:
+    """The scripts' one-line error report on stderr."""
+    line = " ".join(str(message).split())
+    print(f"{prog}: error: {line}", file=sys.stderr)
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -55,8 +135,8 @@ def dataclass_parser(cls: type, prog: str | None, doc: str | None, *, epilog: st
     ``set`` collects repeated ``--set FIELD=VALUE`` strings (default None). ``metavar`` may be
     given in the field's metadata. The description is the first paragraph of ``doc``.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0], epilog=epilog,
-                                     formatter_class=HelpFormatter)
+    parser = OneLineParser(prog=prog, description=(doc or "").split("\n\n")[0], epilog=epilog,
+                           formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
@@ -125,10 +205,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, eq, text = item.partition("=")
     key = key.strip()
     if not eq or not key:
-        raise UsageError(f"--set expects field=value, got {item!r}")
+        raise UsageError(f"--set expects field=value, got {item[:80]!r}")
     valid = field_names()
     if key not in valid:
-        raise UsageError(f"--set {item!r}: unknown scenario field {key!r}; valid: {', '.join(valid)}")
+        raise UsageError(f"--set {item[:80]!r}: unknown scenario field {key[:40]!r}; valid: {', '.join(valid)}")
+    if len(text) > MAX_VALUE_CHARS:
+        raise UsageError(f"--set {key}: the value has {len(text)} characters; at most {MAX_VALUE_CHARS}")
     return key, tuples_from_lists(parse_value(text))
 
 

@@ -5,7 +5,6 @@ Subprocess smoke runs use tiny budgets (2 seeds, 1 request of a few tokens, a 3-
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -22,7 +21,9 @@ DEFAULT_AGENTS = ["static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specst
 TINY = ["--seeds", "2", "--requests", "1", "--set", "n_tokens=24", "--sweep-delays", "20", "100", "500",
         "--sweep-seeds", "2", "--quiet"]
 SUMMARY_KEYS = {"schema_version", "kind", "created", "command", "versions", "scenario", "seeds", "level", "budget",
-                "oracle", "oracle_agent", "regret_reference", "agents", "sweep", "files", "wall_s", "rounds_per_s"}
+                "oracle", "oracle_agent", "regret_reference", "agents", "sweep", "files", "wall_s", "rounds_per_s",
+                "run_id"}
+LOCK = ".specstop.lock"
 AGENT_KEYS = {"spec", "per_token_latency_ms", "cumulative_regret_ms", "cumulative_pseudo_regret_ms",
               "gap_to_oracle_pct", "rounds", "mean_k", "parameters", "requested", "per_seed", "wall_s",
               "rounds_per_s"}
@@ -59,29 +60,35 @@ def evaluate_module(monkeypatch: pytest.MonkeyPatch):
 
 
 # --------------------------------------------------------------------------- outputs
-def test_rounds_csv_columns_and_content(smoke: Path) -> None:
-    with open(smoke / "rounds.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-        header = list(rows[0].keys())
+def read_rounds(path: Path) -> list[dict]:
+    from specstop_gym.dataset import read_dataset
+
+    cols = read_dataset(path)
+    names = list(cols)
+    return [{c: cols[c][i] for c in names} for i in range(len(cols["k"]))], names
+
+
+def test_rounds_table_columns_and_content(smoke: Path) -> None:
+    rows, header = read_rounds(smoke / "rounds.parquet")
     assert header == ["scenario", "agent", "seed", "round", "k", "accepted", "tokens", "time_ms", "rtt_ms", "state",
-                      "regret_ms", "pseudo_regret_ms"]  # qwen-geometric is stationary: pseudo-regret too
+                      "start_ms", "regret_ms", "pseudo_regret_ms"]  # qwen-geometric is stationary: pseudo-regret too
     assert {r["agent"] for r in rows} == set(DEFAULT_AGENTS)
     assert {r["scenario"] for r in rows} == {"qwen-geometric"}
-    assert {r["seed"] for r in rows} == {"0", "1"}
+    assert {int(r["seed"]) for r in rows} == {0, 1}
     for r in rows:
         k, a, n = int(r["k"]), int(r["accepted"]), int(r["tokens"])
         assert 1 <= k <= 8 and 0 <= a <= k and 1 <= n <= a + 1
         assert float(r["time_ms"]) > float(r["rtt_ms"]) > 0
     # every seed of every agent served exactly one request of 24 tokens
     for agent in DEFAULT_AGENTS:
-        for seed in ("0", "1"):
+        for seed in (0, 1):
             assert sum(int(r["tokens"]) for r in rows if r["agent"] == agent and r["seed"] == seed) == 24
 
 
-def test_summary_schema_and_consistency_with_csv(smoke: Path) -> None:
+def test_summary_schema_and_consistency_with_the_rounds(smoke: Path) -> None:
     s = strict_json(smoke / "summary.json")
     assert SUMMARY_KEYS <= set(s)
-    assert s["schema_version"] == 1
+    assert s["schema_version"] == 2
     assert s["seeds"] == [0, 1] and s["level"] == "round"
     assert s["scenario"]["name"] == "qwen-geometric" and s["scenario"]["stationary"] is True
     assert s["scenario"]["config"]["n_tokens"] == 24
@@ -98,16 +105,16 @@ def test_summary_schema_and_consistency_with_csv(smoke: Path) -> None:
             assert set(e[key]) == CI_KEYS and e[key]["ci_low"] <= e[key]["mean"] <= e[key]["ci_high"]
         assert e["requested"] is True
     assert s["agents"]["oracle"]["gap_to_oracle_pct"]["mean"] == 0.0
-    # latency recomputed from rounds.csv: total time over total tokens per seed, mean over seeds
-    with open(smoke / "rounds.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    # latency recomputed from the rounds table: total time over total tokens per seed, mean over seeds
+    rows, _ = read_rounds(smoke / "rounds.parquet")
     for name, e in s["agents"].items():
         per_seed = []
-        for seed in ("0", "1"):
-            mine = [r for r in rows if r["agent"] == name and r["seed"] == seed]
+        for seed in (0, 1):
+            mine = sorted((r for r in rows if r["agent"] == name and r["seed"] == seed), key=lambda r: r["round"])
             per_seed.append(sum(float(r["time_ms"]) for r in mine) / sum(int(r["tokens"]) for r in mine))
             assert float(mine[-1]["regret_ms"]) == pytest.approx(
-                e["per_seed"]["cumulative_regret_ms"][int(seed)], abs=1e-3)
+                e["per_seed"]["cumulative_regret_ms"][seed], abs=1e-6)
+            assert e["rounds"] == sum(1 for r in rows if r["agent"] == name)
         assert np.mean(per_seed) == pytest.approx(e["per_token_latency_ms"]["mean"], rel=1e-6)
     sweep = s["sweep"]
     assert sweep["delays_ms"] == [20.0, 100.0, 500.0]
@@ -115,9 +122,10 @@ def test_summary_schema_and_consistency_with_csv(smoke: Path) -> None:
     assert "best-fixed-k" not in sweep["agents"]
     for name, e in sweep["agents"].items():
         assert len(e["per_token_latency_ms"]) == 3, name
-    assert s["files"]["rounds_csv"] == "rounds.csv"
+    assert s["files"]["rounds"] == "rounds.parquet"
     cfg = strict_json(smoke / "config.json")
     assert cfg["scenario"]["n_tokens"] == 24 and cfg["seeds"] == [0, 1]
+    assert cfg["status"] == "finished" and cfg["run_id"] == s["run_id"] and cfg["error"] is None
 
 
 def test_plots_are_png(smoke: Path) -> None:
@@ -127,7 +135,7 @@ def test_plots_are_png(smoke: Path) -> None:
     for name in names.values():
         data = (smoke / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
-    assert not list(smoke.glob(".*"))  # no temporary files left
+    assert [p.name for p in smoke.glob(".*")] == [LOCK]  # no temporary files left
 
 
 def test_several_scenarios_get_subfolders(tmp_path: Path) -> None:
@@ -141,7 +149,7 @@ def test_several_scenarios_get_subfolders(tmp_path: Path) -> None:
         assert s["scenario"]["name"] == name and s["level"] == "token" and s["sweep"] is None
         # the oracle is always run as the reference, marked as not requested
         assert s["agents"]["oracle"]["requested"] is False
-        assert (out / name / "rounds.csv").exists() and not list((out / name).glob("*.png"))
+        assert (out / name / "rounds.parquet").exists() and not list((out / name).glob("*.png"))
     markov = strict_json(out / "markov-csi" / "summary.json")
     assert markov["scenario"]["stationary"] is False and markov["oracle"]["k_star"] is None
     assert "realised" in markov["regret_reference"]["description"]
@@ -169,7 +177,14 @@ INVALID = [
     (["--set", "alpha"], ["field=value"]),
     (["--agents", "static-k:k=99"], ["static-k:k=99", "k must be an integer"]),
     (["--delay-trace", "/no/such/trace.csv"], ["file not found"]),
-    (["--seeds", "0"], ["--seeds must be >= 1"]),
+    (["--seeds", "0"], ["--seeds must be an integer in 1..100000"]),
+    (["--seeds", "1000000000"], ["--seeds must be an integer in 1..100000"]),
+    (["--seed-list", "99999999999999999999"], ["--seed-list must be an integer in 0..4294967295"]),
+    (["--set", "delay_cv=1e300"], ["delay_cv must be in the range"]),
+    (["--set", "max_draft=inf"], ["max_draft must be an integer"]),
+    (["--set", "max_draft=1000000000000"], ["max_draft must be an integer in 1..256"]),
+    (["--set", "name=../escape"], ["name must be"]),
+    (["--sweep-delays", "nan"], ["--sweep-delays must be a finite number"]),
 ]
 
 
@@ -260,7 +275,9 @@ def test_interrupted_run_keeps_previous_summary(tmp_path: Path, evaluate_module,
         evaluate_module.main([*argv, "--seeds", "3"])  # a different run into the same folder
     assert (out / "summary.json").read_text() == before
     assert strict_json(out / "summary.json")["seeds"] == [0, 1]
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [LOCK]
+    assert strict_json(out / "config.json")["status"] == "failed"  # the second run's status, with its error
+    assert "simulated" in strict_json(out / "config.json")["error"]
 
 
 # --------------------------------------------------------------------------- --paper

@@ -49,38 +49,40 @@ def reference_rho(scenario: ScenarioConfig, oracle_run: AgentRun | None) -> tupl
 
 
 def add_regret(run: AgentRun, rho_ref: np.ndarray, scenario: ScenarioConfig) -> None:
-    """Add cumulative realised regret (and pseudo-regret for stationary scenarios) per record, ms.
+    """Add cumulative realised regret (and pseudo-regret for stationary scenarios) to a run whose
+    rounds were kept (``run.columns``), ms, and refresh ``run.stats`` accordingly.
 
     Realised: ``R(t) = sum_{r<=t} (T_r - rho_ref * N_r)``. Pseudo-regret replaces ``T_r`` and
-    ``N_r`` by their expectations given ``k_r``: ``k c + B`` and ``1 + sum_{i<=k} S_i``.
+    ``N_r`` by their expectations given ``k_r``: ``k c + B`` and ``1 + sum_{i<=k} S_i``. The same
+    :class:`~specstop_gym.evaluation.stream.RoundRecorder` computes them while a run streams
+    its rounds (``run_agent(..., rho_ref=...)``); here the kept records are replayed through it.
     """
+    from .stream import ROUND_COLUMNS, RoundRecorder
+
     cols = run.columns
-    seed_pos = {int(s): i for i, s in enumerate(run.seeds)}
-    ref = rho_ref[np.array([seed_pos[int(s)] for s in cols["seed"]], dtype=np.int64)] if len(cols["seed"]) else np.zeros(0)
-    inst = cols["time_ms"] - ref * cols["tokens"]
-    cols["regret_ms"] = _cumsum_by_seed(cols["seed"], inst)
-    if is_stationary(scenario):
-        from ..scenarios import build_acceptance, build_channel
+    if cols is None:
+        raise ValueError("add_regret needs the run's rounds (run_agent(..., keep_rounds=True)); "
+                         "or pass rho_ref to run_agent to compute the regret while it runs")
+    rec = RoundRecorder(run.seeds, rho_ref=np.asarray(rho_ref, np.float64), scenario=scenario, keep=True)
+    n = len(cols["seed"])
+    if n:
+        seed_pos = {int(s): i for i, s in enumerate(run.seeds)}
+        pos = np.array([seed_pos[int(s)] for s in cols["seed"]], dtype=np.int64)
+        order = np.lexsort((pos, cols["round"]))
+        rounds = cols["round"][order]
+        cuts = np.flatnonzero(np.diff(rounds)) + 1
+        for part in np.split(order, cuts):  # one batch per round index: each seed at most once
+            rec.add(pos[part], {c: cols[c][part] for c in ROUND_COLUMNS if c != "seed"})
+    columns, stats = rec.finish()
+    run.columns = columns
+    run.stats = stats
 
-        surv = build_acceptance(scenario).survival(scenario.max_draft)
-        b = build_channel(scenario).long_run_mean_rtt_ms() + scenario.verify_base_ms
-        k = cols["k"].astype(np.int64)
-        exp_t = k * scenario.marginal_cost_ms + b
-        exp_n = 1.0 + np.concatenate([[0.0], np.cumsum(surv)])[k]
-        cols["pseudo_regret_ms"] = _cumsum_by_seed(cols["seed"], exp_t - ref * exp_n)
 
-
-def _cumsum_by_seed(seed: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Cumulative sum of x restarting at each seed (records are sorted by seed, then round)."""
-    out = np.cumsum(x)
-    if len(x) == 0:
-        return out
-    starts = np.flatnonzero(np.r_[True, seed[1:] != seed[:-1]])
-    offsets = np.zeros_like(out)
-    base = np.r_[0.0, out[starts[1:] - 1]]
-    lengths = np.diff(np.r_[starts, len(x)])
-    offsets = np.repeat(base, lengths)
-    return out - offsets
+def final_per_seed(run: AgentRun, column: str) -> np.ndarray:
+    """The last value of a cumulative column per seed (0 for a seed without rounds)."""
+    if run.stats is None or column not in run.stats.final:
+        raise ValueError(f"{column} was not computed for {run.agent!r} (no regret reference)")
+    return np.asarray(run.stats.final[column], dtype=np.float64)
 
 
 def summarize(runs: dict[str, AgentRun], oracle_name: str = "oracle") -> dict[str, Any]:
@@ -89,20 +91,18 @@ def summarize(runs: dict[str, AgentRun], oracle_name: str = "oracle") -> dict[st
     out: dict[str, Any] = {}
     for name, run in runs.items():
         lat = run.per_token_latency_ms
-        cols = run.columns
-        final_regret = np.array([cols["regret_ms"][run.seed_rows(i)][-1] if run.seed_rows(i).any() else 0.0
-                                 for i in range(len(run.seeds))])
+        st = run.stats
+        if st is None:
+            raise ValueError(f"run {name!r} has no round statistics")
         entry: dict[str, Any] = {
             "per_token_latency_ms": confidence_interval(lat),
-            "cumulative_regret_ms": confidence_interval(final_regret),
-            "rounds": int(len(cols["k"])),
-            "mean_k": float(cols["k"].mean()) if len(cols["k"]) else float("nan"),
+            "cumulative_regret_ms": confidence_interval(final_per_seed(run, "regret_ms")),
+            "rounds": st.n_rounds,
+            "mean_k": st.mean_k,
             "parameters": run.description,
         }
-        if "pseudo_regret_ms" in cols:
-            pr = np.array([cols["pseudo_regret_ms"][run.seed_rows(i)][-1] if run.seed_rows(i).any() else 0.0
-                           for i in range(len(run.seeds))])
-            entry["cumulative_pseudo_regret_ms"] = confidence_interval(pr)
+        if "pseudo_regret_ms" in st.final:
+            entry["cumulative_pseudo_regret_ms"] = confidence_interval(final_per_seed(run, "pseudo_regret_ms"))
         if oracle is not None:
             gap = (lat - oracle.per_token_latency_ms) / oracle.per_token_latency_ms * 100.0
             entry["gap_to_oracle_pct"] = confidence_interval(gap)

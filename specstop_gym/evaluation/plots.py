@@ -18,14 +18,15 @@ distinguishable. One legend per figure, right of the panels. Times are in ms, or
 largest value reaches 10,000 ms.
 
 Seeds end their runs at different rounds; in the per-round curves a seed that has finished
-keeps its final value (regret) or drops out of the mean (chosen k).
+keeps its final value (regret) or drops out of the mean (chosen k). The per-round curves come
+from each run's :class:`~specstop_gym.evaluation.stream.RoundStats` (per round index: count,
+mean and spread over seeds, accumulated while the rounds were streamed), not from the rounds.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -142,70 +143,32 @@ def time_unit(values_ms: Any) -> tuple[float, str]:
     return 1.0, "ms"
 
 
-def _t_quantile(n: int, level: float = 0.95) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + level / 2, n - 1)) if n >= 2 else 0.0
-
-
-def _per_round_matrix(run: AgentRun, column: str, fill: str) -> np.ndarray:
-    """(seeds, rounds) matrix of a column by round index; after a seed's last round ``fill``
-    is ``"last"`` (carry the final value) or ``"nan"``."""
-    cols = run.columns
-    n_rounds = int(cols["round"].max()) + 1 if len(cols["round"]) else 0
-    mat = np.full((len(run.seeds), n_rounds), np.nan)
-    for i in range(len(run.seeds)):
-        m = run.seed_rows(i)
-        r = cols["round"][m].astype(np.int64)
-        mat[i, r] = cols[column][m]
-        if fill == "last" and m.any():
-            last = int(r.max())
-            mat[i, last + 1:] = cols[column][m][-1]
-    return mat
-
-
-def _mean_band(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over rows (ignoring NaN) and the 95% CI half-width at each column."""
-    n = np.sum(~np.isnan(mat), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # columns with < 2 seeds: no spread
-        mean = np.nanmean(mat, axis=0) if mat.size else np.zeros(0)
-        sd = np.nanstd(mat, axis=0, ddof=1) if mat.shape[0] > 1 else np.zeros(mat.shape[1])
-    uniq = np.unique(n)
-    table = {int(u): _t_quantile(int(u)) for u in uniq}  # one t quantile per distinct seed count
-    tq = np.array([table[int(x)] for x in n]) if mat.shape[0] > 1 else np.zeros(mat.shape[1])
-    half = np.where(n >= 2, tq * np.nan_to_num(sd) / np.sqrt(np.maximum(n, 1)), 0.0)
-    return mean, half
-
-
 # Data access: the only functions that read a run's rounds (the figures below draw what they return).
+# They read the run's RoundStats (specstop_gym.evaluation.stream), accumulated while the rounds were
+# streamed to disk, so the plots need neither the rounds in memory nor a second pass over the file.
 def _has_rounds(run: AgentRun) -> bool:
-    return bool(len(run.columns["k"]))
+    return run.stats is not None and run.stats.n_rounds > 0
 
 
 def _has_column(run: AgentRun, column: str) -> bool:
-    return column in run.columns
+    return run.stats is not None and column in run.stats.per_round
 
 
 def _longest(run: AgentRun) -> int:
     """Rounds of the run's longest seed."""
-    return int(run.columns["round"].max()) + 1 if _has_rounds(run) else 0
+    return run.stats.longest if _has_rounds(run) else 0
 
 
 def _cumulative_band(run: AgentRun, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Per round index: mean over seeds of a cumulative column and its 95% CI half-width, a
     finished seed's final value carried on."""
-    return _mean_band(_per_round_matrix(run, column, "last"))
+    return run.stats.per_round[column].band()
 
 
 def _k_mean(run: AgentRun) -> np.ndarray:
     """Per round index while at least half of the seeds are still running: their mean k."""
-    mat = _per_round_matrix(run, "k", "nan")
-    running = np.sum(~np.isnan(mat), axis=0)
-    mat = mat[:, running >= max(1, mat.shape[0] / 2)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(mat, axis=0)
+    k = run.stats.per_round["k"]
+    return k.mean[k.n >= max(1, len(run.seeds) / 2)]
 
 
 def _figure(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Any, np.ndarray]:
@@ -471,25 +434,15 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path, title: str) -> Path:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    """Save a figure atomically (temporary file + replace) and close it."""
-    import os
-    import tempfile
+    """Save a figure atomically (:func:`specstop_gym.fileio.atomic_path`) and close it."""
+    from ..fileio import atomic_path
 
     path = Path(path)
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return path

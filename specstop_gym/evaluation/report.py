@@ -1,25 +1,22 @@
-"""Results files of an evaluation: the summary document, atomic writes, the tidy rounds CSV.
+"""Results files of an evaluation: the summary document, the per-round table, atomic writes.
 
-Everything ``evaluate.py`` writes goes through :func:`write_json_atomic` or
-:func:`write_text_atomic`: the content is written to a temporary file in the
-destination folder, flushed to disk, then moved over the destination with
-``os.replace`` (atomic on POSIX and Windows). An interrupted run therefore never
-leaves a half-written ``summary.json``: either the previous file or the new one
-is there, and the temporary file is removed.
+Everything ``evaluate.py`` writes goes through :mod:`specstop_gym.fileio` (temporary file in the
+destination folder, ``fsync``, ``os.replace``): an interrupted or killed run never leaves a
+half-written file under its final name. The rounds of every agent are streamed to
+``rounds.parquet`` (:class:`RoundsFile`, a :class:`specstop_gym.dataset.DatasetWriter`) as
+they are produced, so memory does not grow with the number of seeds.
 
-The schema of ``summary.json`` is documented in docs/evaluation.md and versioned
-by :data:`SCHEMA_VERSION`.
+The schema of ``summary.json`` and of the rounds table is documented in docs/evaluation.md
+and versioned by :data:`SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,18 +25,25 @@ from typing import Any
 
 import numpy as np
 
+from .. import fileio
 from ..core.config import ScenarioConfig
-from .metrics import add_regret, confidence_interval, is_stationary, reference_rho, summarize
+from ..dataset import DatasetWriter, iter_dataset
+from .metrics import add_regret, confidence_interval, final_per_seed, is_stationary, reference_rho, summarize
 from .runner import BEST_FIXED_K, AgentRun, run_agent, run_best_fixed_k
+from .stream import ROUND_COLUMNS, RoundRecorder, Sink
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the summary.json layout (bumped on any incompatible change)."""
 
-ROUNDS_CSV_COLUMNS = ("scenario", "agent", "seed", "round", "k", "accepted", "tokens", "time_ms", "rtt_ms",
-                      "state", "regret_ms", "pseudo_regret_ms")
-"""Columns of rounds.csv; ``pseudo_regret_ms`` only for stationary scenarios."""
-
-_FLOAT_COLUMNS = {"time_ms": "%.4f", "rtt_ms": "%.4f", "regret_ms": "%.4f", "pseudo_regret_ms": "%.4f"}
+ROUNDS_SCHEMA: tuple[tuple[str, str], ...] = (
+    ("scenario", "string"), ("agent", "string"), ("seed", "int64"), ("round", "int32"), ("k", "int32"),
+    ("accepted", "int32"), ("tokens", "int32"), ("time_ms", "float64"), ("rtt_ms", "float64"), ("state", "int32"),
+    ("start_ms", "float64"), ("regret_ms", "float64"), ("pseudo_regret_ms", "float64"))
+"""Columns and types of the rounds table (rounds.parquet); ``pseudo_regret_ms`` only for
+stationary scenarios."""
+ROUNDS_CSV_COLUMNS = tuple(c for c, _ in ROUNDS_SCHEMA)
+ROUNDS_FORMATS = {"parquet": "rounds.parquet", "csv.gz": "rounds.csv.gz", "csv": "rounds.csv"}
+"""File name of the rounds table per ``--rounds-format``."""
 
 
 ORACLE = "oracle"
@@ -85,14 +89,21 @@ def build_agent(spec: str, scenario: ScenarioConfig, n_runs: int, seed: int) -> 
 def run_comparison(scenario: ScenarioConfig, specs: Sequence[str], seeds: Sequence[int], *, level: str = "round",
                    max_rounds: int | None = None, agent_seed: int | None = None,
                    prebuilt: Mapping[str, Any] | None = None, on_round: ProgressFn | None = None,
-                   on_agent: Callable[[str, float], None] | None = None) -> Comparison:
-    """Run every spec on ``scenario`` with the same ``seeds`` (common random numbers), attach regret.
+                   on_agent: Callable[[str, float], None] | None = None, rounds: RoundsFile | None = None,
+                   keep_rounds: bool = True) -> Comparison:
+    """Run every spec on ``scenario`` with the same ``seeds`` (common random numbers), with regret.
 
-    The oracle is always run (added when ``specs`` has none): it is the reference of the gap and,
-    on non-stationary channels, of the regret. ``best-fixed-k`` is run by the runner itself
-    (static-k for every k, best in hindsight per seed); every other spec goes through
-    :func:`agents.registry.make_agent` unchanged. ``prebuilt`` maps labels to agents already
-    built (for ``len(seeds)`` runs) during validation.
+    The oracle is always run (added when ``specs`` has none), first: it is the reference of the
+    gap and, on non-stationary channels, of the regret (its realised per-token latency per seed),
+    so every other agent's regret is computed while it runs. ``best-fixed-k`` is run by the
+    runner itself (static-k for every k, best in hindsight per seed); every other spec goes
+    through :func:`agents.registry.make_agent` unchanged. ``prebuilt`` maps labels to agents
+    already built (for ``len(seeds)`` runs) during validation.
+
+    ``rounds``: stream every round to this table as it is produced (then ``keep_rounds=False``
+    keeps memory independent of the number of seeds); on a non-stationary channel the oracle's
+    rounds go to a temporary file first and are copied with their regret once its latency is
+    known. ``keep_rounds``: keep the records in ``AgentRun.columns`` (library use).
     """
     seeds_arr = np.asarray(list(seeds), dtype=np.int64)
     labels = [s.strip() for s in specs]
@@ -102,25 +113,50 @@ def run_comparison(scenario: ScenarioConfig, specs: Sequence[str], seeds: Sequen
         oracle_label = ORACLE
         labels.append(ORACLE)
     seed0 = int(seeds_arr[0]) if agent_seed is None else int(agent_seed)
+    stationary = is_stationary(scenario)
+    rho_ref, ref_desc = reference_rho(scenario, None) if stationary else (None, "")
+    if rho_ref is not None:
+        rho_ref = np.full(len(seeds_arr), float(rho_ref[0]))
     runs: dict[str, AgentRun] = {}
     timing: dict[str, float] = {}
-    for label in labels:
-        t0 = time.perf_counter()
+
+    def sink(label: str) -> Sink | None:
+        return rounds.sink(label) if rounds is not None else None
+
+    def run_one(label: str, rho: np.ndarray | None, out: Sink | None, keep: bool) -> AgentRun:
         if spec_name(label) == BEST_FIXED_K:
-            run = run_best_fixed_k(scenario, seeds_arr, max_rounds=max_rounds, on_round=on_round)
+            return run_best_fixed_k(scenario, seeds_arr, max_rounds=max_rounds, on_round=on_round, keep_rounds=keep,
+                                    rho_ref=rho, sink=out)
+        agent = (prebuilt or {}).get(label) or build_agent(label, scenario, len(seeds_arr), seed0)
+        return run_agent(agent, scenario, seeds_arr, level=level, max_rounds=max_rounds, on_round=on_round,
+                         keep_rounds=keep, rho_ref=rho, sink=out)
+
+    for label in [oracle_label] + [lab for lab in labels if lab != oracle_label]:
+        t0 = time.perf_counter()
+        if label == oracle_label and rho_ref is None:
+            # the regret reference is this run's own latency: record first, add the regret after
+            if rounds is None:
+                run = run_one(label, None, None, True)
+                rho_ref, ref_desc = reference_rho(scenario, run)
+                add_regret(run, rho_ref, scenario)
+                if not keep_rounds:
+                    run.columns = None
+            else:
+                with rounds.spill(seeds_arr) as spill:
+                    run = run_one(label, None, spill.sink, False)
+                    rho_ref, ref_desc = reference_rho(scenario, run)
+                    run.stats = spill.replay(run.seeds, rho_ref, scenario, rounds.sink(label))
         else:
-            agent = (prebuilt or {}).get(label) or build_agent(label, scenario, len(seeds_arr), seed0)
-            run = run_agent(agent, scenario, seeds_arr, level=level, max_rounds=max_rounds, on_round=on_round)
+            run = run_one(label, rho_ref, sink(label), keep_rounds)
         timing[label] = time.perf_counter() - t0
         runs[label] = run
         if on_agent:
             on_agent(label, timing[label])
-    reference = reference_rho(scenario, runs[oracle_label])
-    for run in runs.values():
-        add_regret(run, reference[0], scenario)
+    runs = {lab: runs[lab] for lab in labels}  # report in the order given (the oracle last if added)
+    assert rho_ref is not None
     return Comparison(scenario=scenario, seeds=seeds_arr, level=level, max_rounds=max_rounds, runs=runs,
                       specs={lab: lab for lab in labels}, oracle_label=oracle_label, requested=requested,
-                      reference=reference, timing=timing)
+                      reference=(rho_ref, ref_desc), timing=timing)
 
 
 def default_sweep_delays() -> list[float]:
@@ -160,7 +196,7 @@ def delay_sweep(scenario: ScenarioConfig, specs: Sequence[str], delays_ms: Seque
     per_agent: dict[str, Any] = {}
     for d in delays_ms:
         sc = scenario.replace(channel="constant", delay_ms=float(d), requests_per_episode=int(requests))
-        comp = run_comparison(sc, specs, seeds, level=level, on_round=on_round)
+        comp = run_comparison(sc, specs, seeds, level=level, on_round=on_round, keep_rounds=False)
         for label, run in comp.runs.items():
             e = per_agent.setdefault(label, {"per_token_latency_ms": [], "per_seed_latency_ms": [],
                                              "gap_to_oracle_pct": []})
@@ -214,88 +250,108 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
-    _atomic(path, lambda f: f.write(text))
+    """Write ``text`` to ``path`` atomically (:func:`specstop_gym.fileio.atomic_write_text`)."""
+    fileio.atomic_write_text(path, text)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as strict JSON (no NaN) to ``path`` atomically; a failure leaves ``path`` untouched."""
+    """Write ``obj`` as strict JSON (NaN/inf as null) to ``path`` atomically; a failure leaves
+    ``path`` untouched."""
     data = to_jsonable(obj)
-    _atomic(path, lambda f: (json.dump(data, f, indent=2, allow_nan=False), f.write("\n")))
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: str | os.PathLike[str], write: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results files are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    fileio.atomic_write(path, lambda f: (json.dump(data, f, indent=2, allow_nan=False), f.write("\n")))
 
 
 def check_writable(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` (and parents) and check that a file can be written there.
+    """Create ``folder`` (and parents) and check that a file can be written there (OSError naming
+    the folder otherwise)."""
+    return fileio.check_writable(folder)
 
-    Raises ``OSError`` with a message naming the folder when it cannot be used.
+
+# --------------------------------------------------------------------------- rounds table
+class RoundsFile:
+    """The rounds table of one scenario (``rounds.parquet`` by default), written while the agents
+    run: one :class:`~specstop_gym.dataset.DatasetWriter`, agents appended one after another
+    (the oracle first), rows of an agent in the order they finished (by round, then seed).
+
+    ``sink(label)`` is the callback a run streams its rounds to; ``spill()`` a temporary table
+    for rounds whose regret is known only at the end of their run (the oracle's, on
+    non-stationary channels). ``close()`` moves the finished file into place atomically.
     """
-    p = Path(folder)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=p)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OSError(f"output folder {str(p)!r} is not writable: {e.strerror or e}") from e
-    return p
+
+    def __init__(self, path: str | os.PathLike[str], scenario: ScenarioConfig, *, fmt: str = "parquet",
+                 row_group_rows: int = 1 << 16) -> None:
+        self.path = Path(path)
+        self.scenario = scenario.name
+        schema = [(c, t) for c, t in ROUNDS_SCHEMA if c != "pseudo_regret_ms" or is_stationary(scenario)]
+        self.columns = [c for c, _ in schema]
+        self.row_group_rows = row_group_rows
+        self.writer = DatasetWriter(self.path, schema, format=fmt, row_group_rows=row_group_rows,
+                                    metadata={"kind": "specstop-gym rounds", "schema_version": str(SCHEMA_VERSION),
+                                              "scenario": scenario.name})
+
+    def sink(self, label: str) -> Sink:
+        writer, name = self.writer, self.scenario
+
+        def write(batch: dict[str, np.ndarray]) -> None:
+            writer.write({"scenario": name, "agent": label, **{c: batch[c] for c in self.columns[2:]}})
+
+        return write
+
+    def spill(self, seeds: np.ndarray) -> _Spill:
+        return _Spill(self.path.parent, seeds, self.row_group_rows)
+
+    @property
+    def rows_written(self) -> int:
+        return self.writer.rows_written
+
+    def close(self) -> Path:
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
 
 
-# --------------------------------------------------------------------------- CSV
-def rounds_csv_text(scenario: str, runs: Mapping[str, AgentRun]) -> str:
-    """The tidy per-round table of all agents of one scenario, as CSV text (one row per round)."""
-    with_pseudo = all("pseudo_regret_ms" in r.columns for r in runs.values()) and bool(runs)
-    cols = [c for c in ROUNDS_CSV_COLUMNS if c != "pseudo_regret_ms" or with_pseudo]
-    buf = io.StringIO()
-    buf.write(",".join(cols) + "\n")
-    for label, run in runs.items():
-        n = len(run.columns["k"])
-        if n == 0:
-            continue
-        parts: list[np.ndarray] = []
-        for c in cols:
-            if c == "scenario":
-                parts.append(np.full(n, _csv_field(scenario), dtype=object))
-            elif c == "agent":
-                parts.append(np.full(n, _csv_field(label), dtype=object))
-            elif c in _FLOAT_COLUMNS:
-                parts.append(np.char.mod(_FLOAT_COLUMNS[c], np.asarray(run.columns[c], dtype=np.float64)))
-            else:
-                parts.append(np.asarray(run.columns[c]).astype(np.int64).astype(str))
-        table = np.stack([p.astype(str) for p in parts], axis=1)
-        buf.write("\n".join(",".join(row) for row in table.tolist()))
-        buf.write("\n")
-    return buf.getvalue()
+class _Spill:
+    """A temporary table of raw rounds (seed positions and a batch number), replayed through a
+    :class:`RoundRecorder` once the regret reference is known; removed on exit."""
 
+    SCHEMA = (("pos", "int64"), ("batch", "int64"), ("round", "int64"), ("k", "int64"), ("accepted", "int64"),
+              ("tokens", "int64"), ("time_ms", "float64"), ("rtt_ms", "float64"), ("state", "int64"),
+              ("start_ms", "float64"))
 
-def _csv_field(text: str) -> str:
-    """Quote a CSV field when needed (agent specs may contain commas: ``static-k:k=4,x=1``)."""
-    if any(ch in text for ch in ',"\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    def __init__(self, folder: Path, seeds: np.ndarray, row_group_rows: int) -> None:
+        self.path = fileio.temporary_name(folder / "rounds-spill.parquet")
+        self.writer = DatasetWriter(self.path, self.SCHEMA, row_group_rows=row_group_rows)
+        self._batch = 0
+        seeds = np.asarray(seeds, np.int64)
+        self._sorter = np.argsort(seeds, kind="stable")
+        self._sorted = seeds[self._sorter]
+
+    def __enter__(self) -> _Spill:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.abort()
+        for p in (self.path, self.writer.tmp):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def sink(self, batch: dict[str, np.ndarray]) -> None:
+        pos = self._sorter[np.searchsorted(self._sorted, batch["seed"])]
+        self.writer.write({"pos": pos, "batch": self._batch,
+                           **{c: batch[c] for c, _ in self.SCHEMA if c not in ("pos", "batch")}})
+        self._batch += 1
+
+    def replay(self, seeds: np.ndarray, rho_ref: np.ndarray, scenario: ScenarioConfig, out: Sink) -> Any:
+        self.writer.close()  # moves the spill to self.path
+        rec = RoundRecorder(seeds, rho_ref=rho_ref, scenario=scenario, sink=out, keep=False)
+        for chunk in iter_dataset(self.path):
+            cuts = np.flatnonzero(np.diff(chunk["batch"])) + 1
+            for part in np.split(np.arange(len(chunk["batch"])), cuts):
+                rec.add(chunk["pos"][part], {c: chunk[c][part] for c in ROUND_COLUMNS if c != "seed"})
+        return rec.finish()[1]
 
 
 # --------------------------------------------------------------------------- summary
@@ -353,16 +409,6 @@ def oracle_reference(scenario: ScenarioConfig) -> dict[str, Any]:
     for d in levels:
         k, rho = optimal_k_for_costs(survival, c, d + scenario.verify_base_ms)
         out["local"].append({"rtt_ms": d, "k_star": int(k), "rho_star_ms": float(rho)})
-    return out
-
-
-def final_per_seed(run: AgentRun, column: str) -> np.ndarray:
-    """The last value of a cumulative column per seed (0 for a seed without rounds)."""
-    out = np.zeros(len(run.seeds))
-    for i in range(len(run.seeds)):
-        m = run.seed_rows(i)
-        if m.any():
-            out[i] = run.columns[column][m][-1]
     return out
 
 

@@ -22,8 +22,8 @@ from ..core.config import ScenarioConfig
 from ..core.rng import episode_keys
 from ..core.simulator import RoundResult, Simulator
 from ..scenarios import build_simulator
+from .stream import ROUND_COLUMNS, RoundRecorder, RoundStats, Sink
 
-ROUND_COLUMNS = ("seed", "round", "k", "accepted", "tokens", "time_ms", "rtt_ms", "state", "start_ms")
 BEST_FIXED_K = "best-fixed-k"
 
 
@@ -34,15 +34,18 @@ def seed_keys(seeds: Iterable[int]) -> np.ndarray:
 
 @dataclass
 class AgentRun:
-    """Per-round records of one agent over all seeds (columnar arrays), plus totals per seed."""
+    """One agent over all seeds: totals per seed, the rounds' statistics (:class:`RoundStats`)
+    and, when kept (``keep_rounds=True``), the per-round records as columnar arrays sorted by
+    seed, then round (``columns``; None when the rounds were only streamed to a sink)."""
 
     agent: str
     description: dict[str, Any]
     seeds: np.ndarray
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray] | None
     total_time_ms: np.ndarray  # per seed
     total_tokens: np.ndarray  # per seed
     extra: dict[str, Any] = field(default_factory=dict)
+    stats: RoundStats | None = None
 
     @property
     def per_token_latency_ms(self) -> np.ndarray:
@@ -50,25 +53,15 @@ class AgentRun:
         return self.total_time_ms / self.total_tokens
 
     def seed_rows(self, seed_index: int) -> np.ndarray:
-        """Boolean mask of the records of one seed (by position in ``seeds``)."""
+        """Boolean mask of the kept records of one seed (by position in ``seeds``)."""
+        if self.columns is None:
+            raise ValueError("the rounds of this run were not kept (keep_rounds=False)")
         return self.columns["seed"] == self.seeds[seed_index]
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.parts: list[dict[str, np.ndarray]] = []
-
-    def add(self, seeds: np.ndarray, r: RoundResult) -> None:
-        self.parts.append({"seed": seeds[r.rows], "round": r.round_index, "k": r.k, "accepted": r.accepted,
-                           "tokens": r.tokens, "time_ms": r.round_ms, "rtt_ms": r.rtt_ms, "state": r.state,
-                           "start_ms": r.start_ms})
-
-    def columns(self) -> dict[str, np.ndarray]:
-        if not self.parts:
-            return {c: np.zeros(0) for c in ROUND_COLUMNS}
-        cols = {c: np.concatenate([p[c] for p in self.parts]) for c in ROUND_COLUMNS}
-        order = np.lexsort((cols["round"], cols["seed"]))
-        return {c: v[order] for c, v in cols.items()}
+def _round_columns(r: RoundResult) -> dict[str, np.ndarray]:
+    return {"round": r.round_index, "k": r.k, "accepted": r.accepted, "tokens": r.tokens, "time_ms": r.round_ms,
+            "rtt_ms": r.rtt_ms, "state": r.state, "start_ms": r.start_ms}
 
 
 def _contexts(sim: Simulator, rows: np.ndarray, observable: bool, token_level: bool = False):
@@ -91,13 +84,21 @@ def _feedback(r: RoundResult, observable: bool):
 
 def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, level: str = "round",
               max_rounds: int | None = None, batched: bool = True,
-              on_round: Callable[[int], None] | None = None) -> AgentRun:
+              on_round: Callable[[int], None] | None = None, keep_rounds: bool = True,
+              rho_ref: np.ndarray | None = None, sink: Sink | None = None,
+              recorder: RoundRecorder | None = None, positions: np.ndarray | None = None) -> AgentRun:
     """Run one agent (built for ``len(seeds)`` runs, or 1 run when ``batched=False``) on every seed.
 
     ``level`` is ``"round"`` (``choose_k``) or ``"token"`` (``should_stop`` after each drafted
     token). A run ends when its episode ends (``scenario.requests_per_episode`` requests) or after
     ``max_rounds`` rounds. ``batched=False`` runs the seeds one by one (the reference for the
     batched-evaluation benchmark); the agent is then reset between seeds.
+
+    Rounds go to a :class:`~specstop_gym.evaluation.stream.RoundRecorder` as they finish: with
+    ``rho_ref`` (ms/token per seed) it adds the cumulative regret, it passes every batch to
+    ``sink`` and keeps the records only with ``keep_rounds`` (so that memory does not grow with
+    the seeds when they are streamed to a file). ``recorder``/``positions`` let a caller collect
+    several runs over subsets of a larger seed list in one recorder (best-fixed-k).
     """
     from agents.base import TokenContext, validate_k
 
@@ -107,7 +108,10 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
     keys = seed_keys(seeds)
     observable = scenario.csi_observable
     groups = [np.arange(len(seeds))] if batched else [np.array([i]) for i in range(len(seeds))]
-    rec = _Recorder()
+    own = recorder is None
+    rec = recorder if recorder is not None else RoundRecorder(seeds, rho_ref=rho_ref, scenario=scenario, sink=sink,
+                                                             keep=keep_rounds)
+    where = np.arange(len(seeds)) if positions is None else np.asarray(positions, np.int64)
     total_time = np.zeros(len(seeds))
     total_tokens = np.zeros(len(seeds), np.int64)
     for group in groups:
@@ -115,7 +119,7 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
             agent.reset()
         sim = build_simulator(scenario, batch_size=len(group))
         sim.reset_rows(np.arange(len(group)), keys[group])
-        gseeds = seeds[group]
+        gpos = where[group]
         rounds = 0
         while True:
             active = np.flatnonzero(~sim.done)
@@ -134,45 +138,52 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
                     stop = np.asarray(agent.should_stop(tctx), dtype=bool)
                     _, result, forced = sim.step_token(stop.astype(np.int64), pending)
                     if result is not None:
-                        rec.add(gseeds, result)
+                        rec.add(gpos[result.rows], _round_columns(result))
                         agent.update(_feedback(result, observable))
                     pending = pending[~(stop | forced)]
                 rounds += 1
                 if on_round:
                     on_round(1)
                 continue
-            rec.add(gseeds, result)
+            rec.add(gpos[result.rows], _round_columns(result))
             agent.update(_feedback(result, observable))
             rounds += 1
             if on_round:
                 on_round(1)
         total_time[group] = sim.episode_time_ms
         total_tokens[group] = sim.episode_tokens
+    columns, stats = rec.finish() if own else (None, None)
     return AgentRun(agent=getattr(agent, "name", str(agent)), description=agent.describe(), seeds=seeds,
-                    columns=rec.columns(), total_time_ms=total_time, total_tokens=total_tokens)
+                    columns=columns, total_time_ms=total_time, total_tokens=total_tokens, stats=stats)
 
 
 def run_best_fixed_k(scenario: ScenarioConfig, seeds: Iterable[int], *, max_rounds: int | None = None,
-                     on_round: Callable[[int], None] | None = None) -> AgentRun:
-    """best-fixed-k: static k for every k on the same draws; per seed the best in hindsight (SPEC 4)."""
+                     on_round: Callable[[int], None] | None = None, keep_rounds: bool = True,
+                     rho_ref: np.ndarray | None = None, sink: Sink | None = None) -> AgentRun:
+    """best-fixed-k: static k for every k on the same draws; per seed the best in hindsight (SPEC 4).
+
+    The K static runs keep only their totals; then each seed's best k is run again on that seed
+    (rows are independent, so the replay is the same run) with its rounds recorded, so memory
+    does not grow with K or the seeds.
+    """
     from agents.registry import make_agent
 
     from ..oracle import best_fixed_k
 
     seeds = np.asarray(list(seeds), dtype=np.int64)
     runs = [run_agent(make_agent("static-k", scenario, n_runs=len(seeds), k=k), scenario, seeds,
-                      max_rounds=max_rounds, on_round=on_round) for k in range(1, scenario.max_draft + 1)]
+                      max_rounds=max_rounds, on_round=on_round, keep_rounds=False)
+            for k in range(1, scenario.max_draft + 1)]
     times = np.stack([r.total_time_ms for r in runs])  # (K, seeds)
     tokens = np.stack([r.total_tokens for r in runs])
-    best = np.array([best_fixed_k(times[:, j], tokens[:, j])[0] for j in range(len(seeds))])
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in ROUND_COLUMNS}
-    for j, kb in enumerate(best):
-        src = runs[kb - 1]
-        m = src.seed_rows(j)
-        for c in ROUND_COLUMNS:
-            cols[c].append(src.columns[c][m])
-    columns = {c: np.concatenate(v) for c, v in cols.items()}
+    best = np.array([best_fixed_k(times[:, j], tokens[:, j])[0] for j in range(len(seeds))], dtype=np.int64)
+    rec = RoundRecorder(seeds, rho_ref=rho_ref, scenario=scenario, sink=sink, keep=keep_rounds)
+    for kb in np.unique(best):
+        pos = np.flatnonzero(best == kb)
+        run_agent(make_agent("static-k", scenario, n_runs=len(pos), k=int(kb)), scenario, seeds[pos],
+                  max_rounds=max_rounds, recorder=rec, positions=pos)
+    columns, stats = rec.finish()
     idx = np.arange(len(seeds))
     return AgentRun(agent=BEST_FIXED_K, description={"name": BEST_FIXED_K, "k_per_seed": best.tolist()},
                     seeds=seeds, columns=columns, total_time_ms=times[best - 1, idx],
-                    total_tokens=tokens[best - 1, idx], extra={"k": best})
+                    total_tokens=tokens[best - 1, idx], extra={"k": best}, stats=stats)

@@ -43,8 +43,8 @@ def reference_latencies(scenario: ScenarioConfig, seeds: tuple[int, ...]) -> tup
 
     from ..evaluation.runner import run_agent, run_best_fixed_k
 
-    oracle = run_agent(make_agent("oracle", scenario, n_runs=len(seeds)), scenario, seeds)
-    best = run_best_fixed_k(scenario, seeds)
+    oracle = run_agent(make_agent("oracle", scenario, n_runs=len(seeds)), scenario, seeds, keep_rounds=False)
+    best = run_best_fixed_k(scenario, seeds, keep_rounds=False)
     return oracle.per_token_latency_ms.copy(), best.per_token_latency_ms.copy()
 
 
@@ -58,13 +58,13 @@ def evaluate_model(model: Any, scenario: ScenarioConfig, seeds: tuple[int, ...],
     oracle, best = reference_latencies(scenario, tuple(int(s) for s in seeds))
     agent = SB3Agent.from_model(model, scenario, n_runs=len(seeds), algorithm=algorithm, level=level,
                                 normalizer=normalizer)
-    run = run_agent(agent, scenario, seeds, level=level)
+    run = run_agent(agent, scenario, seeds, level=level, keep_rounds=False)
     lat = run.per_token_latency_ms
     return {
         "per_token_latency_ms": float(lat.mean()),
         "gap_to_oracle_pct": float(((lat - oracle) / oracle * 100.0).mean()),
         "gap_to_best_fixed_k_pct": float(((lat - best) / best * 100.0).mean()),
-        "mean_k": float(run.columns["k"].mean()) if len(run.columns["k"]) else float("nan"),
+        "mean_k": run.stats.mean_k,
         "oracle_ms": float(oracle.mean()),
         "best_fixed_k_ms": float(best.mean()),
     }
