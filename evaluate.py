@@ -176,7 +176,7 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             check_path(flag, value)
     unknown = [s for s in args.scenarios if s not in scenario_names()]
     if unknown:
-        raise UsageError(f"unknown scenario {unknown[0]!r}; valid scenarios: {', '.join(scenario_names())}")
+        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}; valid scenarios: {', '.join(scenario_names())}")
     if len(set(args.scenarios)) != len(args.scenarios):
         raise UsageError("--scenarios lists a scenario twice")
     labels = [a.strip() for a in args.agents]
@@ -186,7 +186,7 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
     for label in labels:
         name = spec_name(label)
         if name not in valid_agents and name != "sb3":
-            raise UsageError(f"unknown agent {name!r}; valid agents: {', '.join(valid_agents)} "
+            raise UsageError(f"--agents: unknown agent {name!r}; valid agents: {', '.join(valid_agents)} "
                              f"(and sb3:PATH for a trained Stable-Baselines3 policy)")
     overrides = resolve_overrides(args)
     configs, prebuilt = [], {}
@@ -203,12 +203,12 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
         for label in labels:
             if spec_name(label) == BEST_FIXED_K:
                 if label != BEST_FIXED_K:
-                    raise UsageError(f"best-fixed-k takes no parameters, got {label!r}")
+                    raise UsageError(f"--agents: best-fixed-k takes no parameters, got {label!r}")
                 continue
             try:
                 built[label] = build_agent(label, cfg, len(seeds), seeds[0])
             except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
-                raise UsageError(f"agent {label!r} on scenario {name!r}: {e}") from None
+                raise UsageError(f"--agents {label!r} on scenario {name!r}: {e}") from None
         configs.append(cfg)
         prebuilt[name] = built
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -8,13 +8,20 @@
     python evaluate.py --agents sb3:runs/<run>/model.zip oracle best-fixed-k ucb-specstop
 
 The run folder (``--out``, default ``runs/<env>__<algo>__<seed>__<time>``) holds ``config.json``
-(every resolved setting), ``model.zip``, ``vecnormalize.pkl`` (with ``--normalize``; a pickle, so
-load only runs you trust), ``checkpoints/``, TensorBoard logs in ``tb/``, ``evaluations.csv`` (the
-periodic evaluations) and ``summary.json``: the trained policy, the oracle and best-fixed-k on the
-evaluation seeds, in evaluate.py's schema (docs/evaluation.md). See docs/training.md.
+(every resolved setting, the run's status and the sha256 of model.zip), ``model.zip``,
+``vecnormalize.pkl`` (with ``--normalize``), ``checkpoints/``, TensorBoard logs in ``tb/``,
+``evaluations.csv`` (the periodic evaluations) and ``summary.json``: the trained policy, the
+oracle and best-fixed-k on the evaluation seeds, in evaluate.py's schema (docs/evaluation.md).
+Every file is written atomically (a kill leaves the previous version or the new one, never a
+truncated file); the folder is locked while a run writes to it. See docs/training.md.
 
-Exit codes: 0 success, 2 invalid arguments (checked before any work; nothing is written),
-130 interrupted (a checkpoint is saved first: continue with ``--resume RUN_DIR``).
+Trust: --resume (and evaluate.py's sb3:PATH) unpickles the run's model, VecNormalize statistics
+and replay buffer: a pickle can run code, so resume only run folders you trust. --resume checks
+each checkpoint's archive and falls back to the newest intact one, saying so.
+
+Exit codes: 0 success; 1 a disk error during the run (one line naming the file; config.json
+says failed); 2 invalid arguments or a run folder in use (checked before any work; nothing is
+written); 130 interrupted (a checkpoint is saved first: continue with ``--resume RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -34,14 +43,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from specstop_gym.cli import (
+    MAX_SEED,
     UsageError,
+    check_count,
+    check_path,
     dataclass_parser,
     parse_scenario_overrides,
+    print_error,
     tuples_from_lists,
 )
+from specstop_gym.cli import parse_seeds as _parse_seed_ranges
 
 RUN_SCHEMA_VERSION = 1
 """Version of the config.json layout of a run folder."""
+
+MAX_N_ENVS = 4_096
+"""Most parallel environments (rows of the native vector env)."""
+MAX_TRAIN_SEED = 2**31 - 1
+"""Largest --seed: environment row i gets seed + i and a resumed session seed + steps, all below
+2^32 (the global generators SB3 seeds take 32-bit seeds)."""
 
 RESUMABLE = ("total_timesteps", "eval_freq", "checkpoint_freq", "progress_bar", "verbose", "torch_threads",
              "device", "resume")
@@ -125,28 +145,105 @@ class Plan:
     command: str
     checkpoint: Any = None  # callbacks.Checkpoint when resuming
     saved: dict[str, Any] | None = None  # the config.json of a resumed run
+    fallbacks: list[Any] = dataclasses.field(default_factory=list)  # older intact checkpoints, newest first
+
+
+MAX_EVAL_SEEDS = 10_000
+"""Most evaluation seeds of a training run."""
 
 
 def parse_seeds(items: list[str]) -> list[int]:
-    """``["1000-1003", "7"]`` -> ``[1000, 1001, 1002, 1003, 7]`` (duplicates dropped, order kept)."""
-    out: list[int] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            lo, dash, hi = part.partition("-")
-            try:
-                seeds = list(range(int(lo), int(hi) + 1)) if dash and lo else [int(part)]
-            except ValueError:
-                raise UsageError(f"--eval-seeds: {part!r} is not a seed (integer >= 0) or a range A-B") from None
-            if not seeds or any(s < 0 for s in seeds):
-                raise UsageError(f"--eval-seeds: {part!r} gives no non-negative seeds")
-            out.extend(seeds)
-    out = list(dict.fromkeys(out))
-    if not out:
-        raise UsageError("--eval-seeds needs at least one seed")
-    return out
+    """``["1000-1003", "7"]`` -> ``[1000, 1001, 1002, 1003, 7]`` (duplicates dropped, order kept;
+    at most :data:`MAX_EVAL_SEEDS`, each in 0..2^32-1)."""
+    return _parse_seed_ranges(items, "--eval-seeds", MAX_EVAL_SEEDS)
+
+
+HYPERPARAM_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "learning_rate": (1e-12, 1.0, False), "n_steps": (1, 65_536, True), "batch_size": (1, 1 << 20, True),
+    "n_epochs": (1, 1_000, True), "gamma": (0.0, 1.0, False), "gae_lambda": (0.0, 1.0, False),
+    "clip_range": (1e-6, 10.0, False), "clip_range_vf": (1e-6, 1e6, False), "ent_coef": (0.0, 100.0, False),
+    "vf_coef": (0.0, 100.0, False), "max_grad_norm": (1e-6, 1e6, False), "target_kl": (1e-8, 100.0, False),
+    "buffer_size": (1, 1_000_000, True), "learning_starts": (0, 10**10, True), "tau": (0.0, 1.0, False),
+    "train_freq": (1, 10**6, True), "gradient_steps": (-1, 10_000, True),
+    "target_update_interval": (1, 10**10, True), "exploration_fraction": (0.0, 1.0, False),
+    "exploration_initial_eps": (0.0, 1.0, False), "exploration_final_eps": (0.0, 1.0, False),
+    "lstm_hidden_size": (1, 4_096, True), "n_lstm_layers": (1, 16, True), "sde_sample_freq": (-1, 10**6, True),
+    "rms_prop_eps": (1e-12, 1.0, False), "stats_window_size": (1, 10**6, True),
+}
+"""(lo, hi, integer) of the hyperparameters train.py checks before building a model: probabilities
+and discounts in [0, 1], positive rates and sizes that keep the rollout and replay buffers and
+the networks within memory (docs/training.md). ``net_arch``: at most 16 layers of 1..4096 units.
+Any other numeric value must be finite."""
+MAX_ROLLOUT_SAMPLES = 1 << 21
+"""Largest on-policy rollout, ``n_steps * n_envs`` samples."""
+
+
+def check_hyperparams(hp: dict[str, Any], n_envs: int) -> None:
+    """Refuse hyperparameters outside :data:`HYPERPARAM_BOUNDS` (UsageError naming the key)."""
+    import math
+
+    def number(key: str, v: Any) -> None:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return
+        if isinstance(v, (int, float)):
+            if not math.isfinite(v):
+                raise UsageError(f"--hyperparams {key}={v!r}: must be a finite number")
+            if key in HYPERPARAM_BOUNDS:
+                lo, hi, integer = HYPERPARAM_BOUNDS[key]
+                if not lo <= v <= hi or (integer and v != int(v)):
+                    kind = "an integer" if integer else "a number"
+                    raise UsageError(f"--hyperparams {key}={v!r}: must be {kind} in [{lo:g}, {hi:g}]")
+        elif isinstance(v, (list, tuple)):
+            if len(v) > 64:
+                raise UsageError(f"--hyperparams {key}: at most 64 entries")
+            for x in v:
+                number(key, x)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                number(str(k), x)
+
+    def arch(key: str, v: Any) -> None:
+        layers = v if isinstance(v, (list, tuple)) else None
+        if isinstance(v, dict):
+            for part in v.values():
+                arch(key, part)
+            return
+        if layers is None or len(layers) > 16 or any(isinstance(u, bool) or not isinstance(u, int)
+                                                     or not 1 <= u <= 4096 for u in layers):
+            raise UsageError(f"--hyperparams {key}={v!r}: must be a list of at most 16 layer sizes in 1..4096 "
+                             "(or a dict of such lists)")
+
+    for key, value in hp.items():
+        number(key, value)
+        if key == "net_arch":
+            arch(key, value)
+        if key == "policy_kwargs" and isinstance(value, dict) and "net_arch" in value:
+            arch("policy_kwargs.net_arch", value["net_arch"])
+        if key == "learning_rate" and isinstance(value, str):
+            rate = float(value[4:])
+            if not 1e-12 <= rate <= 1.0:
+                raise UsageError(f"--hyperparams learning_rate={value!r}: the initial rate must be in [1e-12, 1]")
+    n_steps = hp.get("n_steps")
+    if isinstance(n_steps, int) and n_steps * n_envs > MAX_ROLLOUT_SAMPLES:
+        raise UsageError(f"--hyperparams n_steps={n_steps} with --n-envs {n_envs}: a rollout of "
+                         f"{n_steps * n_envs} samples; at most {MAX_ROLLOUT_SAMPLES}")
+
+
+def check_device(device: str) -> str:
+    """cpu, auto, cuda, cuda:N or mps, available here (UsageError otherwise)."""
+    import re
+
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|mps|cuda(:\d{1,3})?", device):
+        raise UsageError(f"--device must be cpu, auto, cuda, cuda:N or mps, got {str(device)[:40]!r}")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: MPS is not available on this machine")
+    return device
 
 
 def env_spaces(scenario: Any, level: str) -> tuple[Any, Any, bool]:
@@ -176,20 +273,22 @@ def _new_run_dir(config: TrainConfig, env_id: str, algo: str) -> Path:
 def _load_resume(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict[str, Any], Any, Path]:
     """The saved configuration of ``--resume RUN_DIR`` with the allowed flags applied, and its
     newest checkpoint."""
-    from specstop_gym.training.callbacks import list_checkpoints
+    from specstop_gym.training.callbacks import list_checkpoints, verify_checkpoint
 
-    run_dir = Path(str(config.resume)).expanduser()
+    run_dir = Path(check_path("--resume", config.resume)).expanduser()
     if not run_dir.is_dir():
         raise UsageError(f"--resume {str(run_dir)!r}: no such folder")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise UsageError(f"--resume {str(run_dir)!r}: not a train.py run folder (no config.json)")
     try:
+        if cfg_path.stat().st_size > 16 << 20:
+            raise ValueError("larger than 16 MiB")
         saved = json.loads(cfg_path.read_text())
         train = saved["train"]
         if saved.get("kind") != "specstop-gym training run" or not isinstance(train, dict):
             raise KeyError("kind")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise UsageError(f"--resume {str(run_dir)!r}: config.json is not a train.py run configuration ({e})") from None
     if saved.get("schema_version") != RUN_SCHEMA_VERSION:
         raise UsageError(f"--resume {str(run_dir)!r}: config.json has schema version {saved.get('schema_version')!r}, "
@@ -212,16 +311,30 @@ def _load_resume(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, 
     if not ckpts:
         raise UsageError(f"--resume {str(run_dir)!r}: no checkpoint in {str(run_dir / 'checkpoints')!r} "
                          "(the run stopped before its first checkpoint; start it again)")
-    ckpt = ckpts[-1]
-    if resumed.normalize and ckpt.vecnormalize is None:
-        raise UsageError(f"--resume {str(run_dir)!r}: the run uses --normalize but checkpoint {ckpt.model.name} "
-                         "has no VecNormalize statistics")
+    good = []
+    for c in reversed(ckpts):  # newest first; damaged ones are skipped with a note
+        problem = verify_checkpoint(c, normalize=resumed.normalize)
+        if problem:
+            print(f"note: --resume: checkpoint {c.model.name} is not usable ({problem}); trying an older one",
+                  file=sys.stderr)
+        else:
+            good.append(c)
+    if not good:
+        raise UsageError(f"--resume {str(run_dir)!r}: none of the {len(ckpts)} checkpoints is usable "
+                         "(see the notes above); start the run again")
+    if good[0] is not ckpts[-1]:
+        print(f"note: --resume: resuming from {good[0].model.name} ({good[0].steps} steps), the newest intact "
+              "checkpoint", file=sys.stderr)
+    ckpt = good[0]
     if "total_timesteps" not in explicit:
         resumed.total_timesteps = int(train.get("total_timesteps", 0))
     if ckpt.steps >= resumed.total_timesteps:
         raise UsageError(f"--resume {str(run_dir)!r}: the last checkpoint already has {ckpt.steps} steps "
                          f"(>= --total-timesteps {resumed.total_timesteps}); pass a larger --total-timesteps")
-    return resumed, saved, ckpt, run_dir
+    if saved.get("status") == "running":
+        print(f"note: --resume: the previous session of {str(run_dir)!r} did not end normally (killed?); "
+              f"continuing from {ckpt.steps} steps", file=sys.stderr)
+    return resumed, saved, good, run_dir
 
 
 def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
@@ -239,9 +352,10 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
         resolve_hyperparams,
     )
 
-    saved, ckpt = None, None
+    saved, ckpt, fallbacks = None, None, []
     if config.resume is not None:
-        config, saved, ckpt, _ = _load_resume(config, explicit)
+        config, saved, good, _ = _load_resume(config, explicit)
+        ckpt, fallbacks = good[0], good[1:]
     try:
         algo = canonical_algorithm(config.algo)
     except HyperparamError as e:
@@ -249,12 +363,18 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     if config.level not in ENV_IDS:
         raise UsageError(f"unknown level {config.level!r}; valid: {', '.join(ENV_IDS)}")
     env_id = ENV_IDS[config.level]
-    for name, minimum in (("n_envs", 1), ("total_timesteps", 1), ("eval_freq", 0), ("checkpoint_freq", 0),
-                          ("torch_threads", 1), ("seed", 0)):
-        if getattr(config, name) < minimum:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(config, name)}")
-    if config.verbose not in (0, 1, 2):
-        raise UsageError(f"--verbose must be 0, 1 or 2, got {config.verbose}")
+    for name, lo, hi in (("n_envs", 1, MAX_N_ENVS), ("total_timesteps", 1, 10**10), ("eval_freq", 0, 10**10),
+                         ("checkpoint_freq", 0, 10**10), ("torch_threads", 1, 256), ("seed", 0, MAX_TRAIN_SEED),
+                         ("verbose", 0, 2)):
+        value = getattr(config, name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < lo and name != "verbose":
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {lo}, got {value}")
+        check_count(f"--{name.replace('_', '-')}", value, lo, hi)
+    check_device(config.device)
+    if config.out is not None:
+        check_path("--out", config.out)
+    if len(config.set) > 1000 or len(config.hyperparams) > 1000:
+        raise UsageError("at most 1000 --set and --hyperparams items")
     if config.scenario not in scenario_names():
         raise UsageError(f"unknown scenario {config.scenario!r}; valid: {', '.join(scenario_names())}")
     if saved is not None:
@@ -264,13 +384,14 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     try:
         scenario = make_scenario(config.scenario, **overrides)
         build_simulator(scenario, 1)  # loads trace files, if any
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, ValueError, TypeError, OSError) as e:
         raise UsageError(f"scenario {config.scenario!r}: {e}") from None
     try:
         if saved is not None:
             hyperparams = dict(saved["hyperparams"])
         else:
             hyperparams = resolve_hyperparams(algo, config.level, parse_overrides(config.hyperparams))
+            check_hyperparams(hyperparams, config.n_envs)
         obs_space, act_space, has_masks = env_spaces(scenario, config.level)
         check_algorithm_spaces(algo, obs_space, act_space, has_action_masks=has_masks)
     except HyperparamError as e:
@@ -287,9 +408,27 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
         check_writable(run_dir)
     except OSError as e:
         raise UsageError(str(e)) from None
+    check_space(run_dir, algo, hyperparams, obs_space)
     return Plan(config=config, algo=algo, level=config.level, env_id=env_id, overrides=overrides, scenario=scenario,
                 hyperparams=hyperparams, eval_seeds=eval_seeds, run_dir=run_dir, command=command, checkpoint=ckpt,
-                saved=saved)
+                saved=saved, fallbacks=fallbacks)
+
+
+def check_space(run_dir: Path, algo: str, hyperparams: dict[str, Any], obs_space: Any) -> None:
+    """Refuse a run whose checkpoints cannot fit the free space: a DQN replay buffer is saved with
+    every checkpoint (``buffer_size`` x observation floats, twice), briefly twice over (atomic save)."""
+    from specstop_gym.fileio import format_bytes, free_bytes
+
+    free = free_bytes(run_dir)
+    if free is None:
+        return
+    need = 64 << 20  # models, statistics, TensorBoard logs
+    if algo == "DQN":
+        obs = int(getattr(obs_space, "shape", (1,))[0])
+        need += 2 * int(hyperparams.get("buffer_size", 1_000_000)) * (2 * obs * 4 + 16)
+    if free < need:
+        raise UsageError(f"not enough free space in {str(run_dir)!r}: checkpoints need about {format_bytes(need)}, "
+                         f"{format_bytes(free)} are free")
 
 
 def _tuples_in(d: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +470,7 @@ def make_env(plan: Plan, seed: int) -> Any:
     cfg = plan.config
     venv = make_sb3_vec_env(plan.env_id, cfg.n_envs, seed, scenario=cfg.scenario, native=cfg.native, monitor=True,
                             **plan.overrides)
-    if cfg.normalize:
+    if cfg.normalize:  # statistics are loaded only when the run's config says it normalises
         if plan.checkpoint is not None:
             venv = VecNormalize.load(str(plan.checkpoint.vecnormalize), venv)
             venv.training = True
@@ -354,8 +493,16 @@ def build_model(plan: Plan, venv: Any) -> Any:
         return cls(info.policy, venv, seed=cfg.seed, device=cfg.device, verbose=sb3_verbose, tensorboard_log=tb,
                    **algorithm_kwargs(plan.algo, plan.hyperparams))
     model = cls.load(str(plan.checkpoint.model), env=venv, device=cfg.device, tensorboard_log=tb, verbose=sb3_verbose)
-    if plan.checkpoint.replay_buffer is not None and hasattr(model, "load_replay_buffer"):
-        model.load_replay_buffer(str(plan.checkpoint.replay_buffer))
+    if not info.on_policy and hasattr(model, "load_replay_buffer"):  # only off-policy runs save one
+        from specstop_gym.training.callbacks import verify_pickle
+
+        rb = plan.checkpoint.replay_buffer
+        problem = "missing" if rb is None else verify_pickle(rb)
+        if problem:
+            print(f"note: --resume: the replay buffer of {plan.checkpoint.model.name} is not usable ({problem}); "
+                  "continuing with an empty one", file=sys.stderr)
+        else:
+            model.load_replay_buffer(str(rb))
     # a fresh, reproducible stream for the continuation (the start's would replay the first episodes)
     model.set_random_seed(cfg.seed + plan.checkpoint.steps)
     return model
@@ -371,7 +518,8 @@ def run_metadata(plan: Plan) -> dict[str, Any]:
             "observation_fields": fields, "normalize": plan.config.normalize}
 
 
-def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num_timesteps: int) -> dict[str, Any]:
+def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num_timesteps: int,
+                     error: str | None = None, checksums: dict[str, str] | None = None) -> dict[str, Any]:
     from specstop_gym.evaluation.report import versions
     from specstop_gym.training.hyperparams import ALGORITHM_INFO
 
@@ -382,8 +530,11 @@ def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num
         "kind": "specstop-gym training run",
         "schema_version": RUN_SCHEMA_VERSION,
         "created": created,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": plan.command,
         "status": status,
+        "error": error,
+        "pid": os.getpid(),
         "algorithm": plan.algo,
         "policy": ALGORITHM_INFO[plan.algo].policy,
         "level": plan.level,
@@ -397,10 +548,23 @@ def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num
         "eval_seeds": plan.eval_seeds,
         "history": history,
         "files": {"model": "model.zip", "vecnormalize": "vecnormalize.pkl" if plan.config.normalize else None,
+                  "replay_buffer": None if ALGORITHM_INFO[plan.algo].on_policy else "checkpoints/ (newest only)",
                   "checkpoints": "checkpoints/", "tensorboard": "tb/", "evaluations": "evaluations.csv",
                   "summary": "summary.json"},
+        "sha256": dict(checksums or {}),
         "versions": versions(),
     }
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def final_evaluation(plan: Plan, model_path: Path) -> dict[str, Any]:
@@ -429,32 +593,73 @@ def final_evaluation(plan: Plan, model_path: Path) -> dict[str, Any]:
     return summary
 
 
+def _build(plan: Plan, seed: int) -> tuple[Any, Any]:
+    """The env and the model; when resuming, a checkpoint that fails to load is replaced by the
+    next older intact one (with a note), as long as there is one."""
+    while True:
+        venv = None
+        try:
+            venv = make_env(plan, seed)
+            return venv, build_model(plan, venv)
+        except Exception as e:  # noqa: BLE001 - SB3/torch raise many kinds of errors for bad files
+            if venv is not None:
+                venv.close()
+            if plan.checkpoint is None or not plan.fallbacks:
+                raise
+            print(f"note: --resume: {plan.checkpoint.model.name} could not be loaded ({type(e).__name__}: {e}); "
+                  f"trying {plan.fallbacks[0].model.name}", file=sys.stderr)
+            plan.checkpoint = plan.fallbacks.pop(0)
+            seed = plan.config.seed + plan.checkpoint.steps
+
+
 def run(plan: Plan) -> int:
-    """Train, save, evaluate; returns the exit code."""
+    """Train, save, evaluate; returns the exit code. The caller holds the run folder's lock."""
     from stable_baselines3.common.callbacks import CallbackList
 
     from specstop_gym.evaluation import report
+    from specstop_gym.fileio import atomic_path
     from specstop_gym.training.callbacks import PolicyEvalCallback, RunCheckpointCallback
     from specstop_gym.training.hyperparams import ALGORITHM_INFO
 
     cfg = plan.config
     start_steps = plan.checkpoint.steps if plan.checkpoint is not None else 0
-    seed = cfg.seed + start_steps
     try:
-        venv = make_env(plan, seed)
-        model = build_model(plan, venv)
-    except (ValueError, TypeError, AssertionError) as e:
-        print(f"train.py: error: cannot build the {plan.algo} model: {e}", file=sys.stderr)
-        if plan.checkpoint is None and plan.run_dir.is_dir() and not any(plan.run_dir.iterdir()):
-            plan.run_dir.rmdir()  # created empty by the writability check: leave nothing behind
+        venv, model = _build(plan, cfg.seed + start_steps)
+    except (ValueError, TypeError, AssertionError, RuntimeError, OSError, EOFError) as e:
+        if isinstance(e, OSError) and _disk_error(e):
+            raise
+        print_error("train.py", f"cannot build the {plan.algo} model: {type(e).__name__}: {e}")
+        if plan.checkpoint is None and plan.run_dir.is_dir() and all(
+                p.name == ".specstop.lock" for p in plan.run_dir.iterdir()):
+            shutil.rmtree(plan.run_dir, ignore_errors=True)  # created by the checks: leave nothing behind
         return 2
+    start_steps = plan.checkpoint.steps if plan.checkpoint is not None else 0
     model.specstop_meta = run_metadata(plan)
     history = list((plan.saved or {}).get("history", []))
     history.append({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from_steps": start_steps,
                     "target_steps": cfg.total_timesteps, "command": plan.command})
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json_atomic(plan.run_dir / "config.json", _config_document(plan, "running", history, start_steps))
+    config_path = plan.run_dir / "config.json"
+    report.write_json_atomic(config_path, _config_document(plan, "running", history, start_steps))
+    try:
+        return _train_and_evaluate(plan, venv, model, history, start_steps, CallbackList, report, atomic_path,
+                                   PolicyEvalCallback, RunCheckpointCallback, ALGORITHM_INFO)
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        history[-1].update(status=status, error=error)
+        try:
+            report.write_json_atomic(config_path, _config_document(plan, status, history,
+                                                                   getattr(model, "num_timesteps", 0), error))
+        except OSError:
+            pass  # the disk error itself is reported by main()
+        raise
 
+
+def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[str, Any]], start_steps: int,
+                        CallbackList: Any, report: Any, atomic_path: Any, PolicyEvalCallback: Any,
+                        RunCheckpointCallback: Any, ALGORITHM_INFO: Any) -> int:
+    cfg = plan.config
     ckpt_cb = RunCheckpointCallback(cfg.checkpoint_freq, cfg.n_envs, plan.run_dir / "checkpoints",
                                     save_replay_buffer=not ALGORITHM_INFO[plan.algo].on_policy,
                                     save_vecnormalize=cfg.normalize)
@@ -488,13 +693,23 @@ def run(plan: Plan) -> int:
               f"continue with: python train.py --resume {shlex.quote(str(plan.run_dir))}", file=sys.stderr)
         venv.close()
         return 130
-    model.save(plan.run_dir / "model.zip")
+    checksums = {}
     if cfg.normalize:
-        model.get_vec_normalize_env().save(str(plan.run_dir / "vecnormalize.pkl"))
+        with atomic_path(plan.run_dir / "vecnormalize.pkl") as tmp:
+            model.get_vec_normalize_env().save(str(tmp))
+        checksums["vecnormalize.pkl"] = sha256_of(plan.run_dir / "vecnormalize.pkl")
+    with atomic_path(plan.run_dir / "model.zip") as tmp:
+        model.save(tmp)
+    checksums["model.zip"] = sha256_of(plan.run_dir / "model.zip")
     venv.close()
+    # recorded before the final evaluation reloads the model (sb3:PATH checks it)
+    report.write_json_atomic(plan.run_dir / "config.json",
+                             _config_document(plan, "evaluating", history, model.num_timesteps, checksums=checksums))
     summary = final_evaluation(plan, plan.run_dir / "model.zip")
+    summary["training"]["sha256"] = checksums
     report.write_json_atomic(plan.run_dir / "summary.json", summary)
-    report.write_json_atomic(plan.run_dir / "config.json", _config_document(plan, status, history, model.num_timesteps))
+    report.write_json_atomic(plan.run_dir / "config.json",
+                             _config_document(plan, status, history, model.num_timesteps, checksums=checksums))
     if cfg.verbose:
         session = model.num_timesteps - start_steps
         print(f"\n{plan.scenario.name}: {len(plan.eval_seeds)} evaluation seeds, level {plan.level}, "
@@ -505,20 +720,45 @@ def run(plan: Plan) -> int:
     return 0
 
 
+def _disk_error(e: BaseException) -> bool:
+    from specstop_gym.fileio import disk_error_message
+
+    return disk_error_message(e) is not None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse, validate (exit 2 on bad input), train, evaluate."""
+    """Parse, validate (exit 2 on bad input), lock the run folder, train, evaluate."""
+    from specstop_gym.fileio import FolderLock, LockedError, clean_orphans, disk_error_message
+
     args = sys.argv[1:] if argv is None else list(argv)
     command = shlex.join(["train.py", *args])
     try:
         config, explicit = parse_args(args)
         plan = prepare(config, explicit, command)
-    except SystemExit as e:  # argparse: --help (0) or a malformed command line (2, message printed)
+        lock = FolderLock(plan.run_dir, command[:200]).acquire()
+    except SystemExit as e:  # argparse: --help (0) or a malformed command line (2, one line printed)
         return int(e.code or 0)
     except UsageError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+        print_error("train.py", str(e))
         return 2
-    with confined_global_state(plan.config.torch_threads):
-        return run(plan)
+    except LockedError as e:
+        print_error("train.py", f"run folder: {e}")
+        return 2
+    try:
+        clean_orphans(plan.run_dir)
+        with confined_global_state(plan.config.torch_threads):
+            return run(plan)
+    except KeyboardInterrupt:
+        print_error("train.py", f"interrupted; continue with: python train.py --resume {shlex.quote(str(plan.run_dir))}")
+        return 130
+    except OSError as e:
+        msg = disk_error_message(e)
+        if msg is None:
+            raise
+        print_error("train.py", msg)
+        return 1
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

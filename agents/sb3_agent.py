@@ -11,13 +11,19 @@ other agent on the same common random numbers.
   zip (PPO, A2C, DQN, MaskablePPO, RecurrentPPO).
 * **Spaces**: the model's observation and action spaces must be the scenario's (a clear
   ``ValueError`` names the mismatch, e.g. a model trained with ``max_draft`` 8 evaluated with 12).
-* **Observation normalisation**: when the run used ``--normalize``, the ``VecNormalize`` statistics
-  (``vecnormalize.pkl`` next to ``model.zip``, ``rl_model_vecnormalize_<N>_steps.pkl`` next to a
-  checkpoint) are loaded and applied. They are a pickle (SB3's format): loading one runs code from
-  the file. ``model.zip`` too holds cloudpickled objects (the policy class, the spaces, the
-  schedules) that SB3 unpickles on load; the schedules, not needed to predict, are replaced
-  instead, the rest is not. Only load runs you trust. (The zip's ``data`` entry is first read as
-  plain JSON, so a file that is not an SB3 model is refused before anything is unpickled.)
+* **Observation normalisation**: when the run used ``--normalize`` (the model's metadata or the
+  run's config.json says so), the ``VecNormalize`` statistics (``vecnormalize.pkl`` next to
+  ``model.zip``, ``rl_model_vecnormalize_<N>_steps.pkl`` next to a checkpoint) are loaded and
+  applied; a statistics file beside a model trained without ``--normalize`` (or without a
+  record) is never opened.
+* **Trust**: the statistics are a pickle (SB3's format): loading one runs code from the file.
+  ``model.zip`` too holds cloudpickled objects (the policy class, the spaces, the schedules) that
+  SB3 unpickles on load; the schedules, not needed to predict, are replaced instead, the rest is
+  not. **Only load files you trust.** Before anything is unpickled: the zip's ``data`` entry is
+  read as plain JSON (a file that is not an SB3 model is refused), and when the run folder's
+  config.json records the sha256 of ``model.zip`` / ``vecnormalize.pkl`` (train.py writes it),
+  the files must match it. That catches a model replaced or damaged after training; it does not
+  authenticate anything (whoever can write the folder can rewrite config.json too).
 * **Levels**: a round-level model answers ``choose_k`` with ``predict(obs) + 1``; at the token
   level it plans ``k`` at the first token of a round (from the round-level view of the
   observation: ``position_frac`` and ``confidence`` set to 0) and stops there. A token-level model
@@ -127,11 +133,32 @@ def _run_config(model_path: Path) -> dict[str, Any]:
         cfg = folder / "config.json"
         if cfg.is_file():
             try:
+                if cfg.stat().st_size > 16 << 20:
+                    return {}
                 data = json.loads(cfg.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 return {}
             return data if isinstance(data, dict) and "algorithm" in data else {}
     return {}
+
+
+def _check_recorded_sha256(path: Path, run_cfg: dict[str, Any]) -> None:
+    """When ``path`` is a file whose sha256 its run's config.json records (model.zip,
+    vecnormalize.pkl of the run folder), refuse it unless it matches (module docstring)."""
+    record = run_cfg.get("sha256") if isinstance(run_cfg.get("sha256"), dict) else {}
+    want = record.get(path.name)
+    if not want or not (path.parent / "config.json").is_file():
+        return
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != want:
+        raise ValueError(f"{str(path)!r} does not match the sha256 recorded in its run's config.json "
+                         f"({want[:12]}..., the file has {h.hexdigest()[:12]}...): it changed after training; "
+                         "refusing to load it")
 
 
 def _normalizer_path(model_path: Path) -> Path:
@@ -175,6 +202,7 @@ def load_policy(path: str | Path, device: str = "cpu") -> LoadedPolicy:
                          f"(expected one of {', '.join(ALGORITHMS)})")
     from specstop_gym.training.hyperparams import ALGORITHM_INFO
 
+    _check_recorded_sha256(model_path, run_cfg)
     cls = ALGORITHM_INFO[algo].load_class()
     # schedules are cloudpickled functions: not needed to predict, replaced rather than unpickled
     custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
@@ -186,14 +214,16 @@ def load_policy(path: str | Path, device: str = "cpu") -> LoadedPolicy:
         raise ValueError(f"{str(model_path)!r} could not be loaded as a {algo} model ({_NOT_SB3}, or a "
                          f"damaged one): {type(e).__name__}: {e}") from None
     level = meta.get("level") or run_cfg.get("level")
-    norm_flag = meta.get("normalize", run_cfg.get("train", {}).get("normalize") if run_cfg else None)
+    train_cfg = run_cfg.get("train") if isinstance(run_cfg.get("train"), dict) else {}
+    norm_flag = meta.get("normalize", train_cfg.get("normalize"))
     npath = _normalizer_path(model_path)
     normalizer = None
-    if npath.is_file():
+    if norm_flag is True:  # only a run recorded as normalised gets its statistics unpickled
+        if not npath.is_file():
+            raise FileNotFoundError(f"{str(model_path)!r} was trained with --normalize but its statistics "
+                                    f"{str(npath)!r} are missing")
+        _check_recorded_sha256(npath, run_cfg)
         normalizer = _load_normalizer(npath, model.observation_space.shape)
-    elif norm_flag:
-        raise FileNotFoundError(f"{str(model_path)!r} was trained with --normalize but its statistics "
-                                f"{str(npath)!r} are missing")
     return LoadedPolicy(model=model, algorithm=algo, level=str(level) if level else "", path=model_path,
                         normalizer=normalizer, meta=dict(meta))
 

@@ -8,6 +8,7 @@ the one ``train.py`` and ``evaluate.py`` use).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -16,19 +17,31 @@ from specstop_gym.cli import dataclass_parser
 T = TypeVar("T")
 
 
-def parse_config(cls: type[T], doc: str, argv: Sequence[str] | None, minimum: dict[str, float]) -> T:
+DEFAULT_MAXIMUM = 10**9
+"""Largest value of a numeric flag unless the script sets its own (``maximum=``)."""
+
+
+def parse_config(cls: type[T], doc: str, argv: Sequence[str] | None, minimum: dict[str, float],
+                 maximum: dict[str, float] | None = None) -> T:
     """``cls`` filled from ``argv`` (``None``: the process's arguments).
 
     Every field becomes ``--name`` (help: the field's docstring), typed by its annotation (a
     ``list[T]`` field takes one or more values). Fields named in ``minimum`` must be at least
-    that value (every element of a list); otherwise the parser exits with an error naming the
-    flag. The first paragraph of ``doc`` is the description shown by ``--help``.
+    that value (every element of a list); every numeric value must be finite and at most
+    ``maximum[name]`` (default :data:`DEFAULT_MAXIMUM`); otherwise the parser exits (code 2) with
+    one line naming the flag. The first paragraph of ``doc`` is the description shown by
+    ``--help``.
     """
     parser = dataclass_parser(cls, None, " ".join(doc.strip().split("\n\n")[0].split()), word_sep="_")
     args = vars(parser.parse_args(argv))
-    for name, low in minimum.items():
-        given: Any = args[name]
+    maximum = maximum or {}
+    for name, given in args.items():
         for v in given if isinstance(given, list) else [given]:
-            if v < low:
-                parser.error(f"--{name} must be >= {low:g}, got {v}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            high = maximum.get(name, DEFAULT_MAXIMUM)
+            if not math.isfinite(v) or v > high:
+                parser.error(f"--{name} must be a finite number <= {high:g}, got {v}")
+            if name in minimum and v < minimum[name]:
+                parser.error(f"--{name} must be >= {minimum[name]:g}, got {v}")
     return cls(**args)

@@ -169,6 +169,8 @@ def make_scenario(name: str | ScenarioConfig = DEFAULT_SCENARIO, /, **overrides:
 
 def resolve_data_path(path: str) -> str:
     """An existing file as given, else a file shipped in the project's traces/ data folder."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise ConfigError(f"a trace path must be a non-empty string, got {str(path)[:80]!r}")
     p = Path(path).expanduser()
     if p.exists():
         return str(p)
@@ -220,10 +222,12 @@ def build_channel(config: ScenarioConfig) -> Channel:
         return DriftChannel(times_ms=sched[:, 0], means_ms=sched[:, 1], mode=config.drift_mode,
                             period_ms=config.drift_period_ms, cv=config.drift_cv,
                             jitter_slot_ms=config.jitter_slot_ms)
+    from .traces.bounds import check_delay_trace
     from .traces.delay import load_delay_trace
 
     assert config.delay_trace is not None
     tr = load_delay_trace(resolve_data_path(config.delay_trace))
+    check_delay_trace(tr)  # rtt, time span and states within the simulator's bounds (file and line named)
     return TraceChannel(times_ms=tr.t_ms, rtts_ms=tr.rtt_ms, states=tr.state, random_offset=config.delay_trace_offset)
 
 

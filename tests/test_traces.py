@@ -828,4 +828,4 @@ def test_cli_user_errors_exit_2(
     write(tmp_path, "p.txt", "garbage\n")
     assert cli_main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and expected in err
+    assert err.startswith("python -m specstop_gym.traces: error: ") and expected in err

@@ -21,19 +21,37 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _NON_FINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
 
-def read_text_lines(path: PathLike) -> list[str]:
+MAX_TRACE_BYTES = 64 << 20
+"""Largest trace or measurement log the readers accept (64 MiB: months of 1 Hz probes); larger
+files are refused before they are read, so a reader's memory stays within a few hundred MiB."""
+MAX_LINE_CHARS = 1 << 16
+"""Longest line of a trace file (64 Ki characters: an acceptance round with 1024 confidences
+needs about 25 Ki)."""
+
+
+def read_text_lines(path: PathLike, *, max_bytes: int = MAX_TRACE_BYTES,
+                    max_line: int = MAX_LINE_CHARS) -> list[str]:
     """Read a UTF-8 text file and return its lines without line terminators.
 
     Line ``i`` of the result (0-based) is line ``i + 1`` of the file. A leading
     UTF-8 byte-order mark is dropped; ``\\r\\n`` endings are accepted. The final
-    newline does not produce an extra empty line.
+    newline does not produce an extra empty line. At most ``max_bytes`` are read (a larger
+    file, or an endless one such as ``/dev/zero``, is refused) and no line may exceed
+    ``max_line`` characters: memory and time stay bounded whatever the input.
 
     Raises:
-        TraceFormatError: the file is empty, contains a NUL byte, or is not valid UTF-8
-            (the message gives the line of the first offending byte).
+        TraceFormatError: the file is empty, too large, contains a NUL byte, a line that is too
+            long, or is not valid UTF-8 (the message gives the line of the first offending byte).
         OSError: the file cannot be read (e.g. ``FileNotFoundError``).
     """
-    data = Path(path).read_bytes()
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, a device never end
+        raise TraceFormatError(path, 1, "not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TraceFormatError(path, 1, f"file is larger than {max_bytes >> 20} MiB; split or thin it first")
     if not data:
         raise TraceFormatError(path, 1, "file is empty")
     nul = data.find(b"\x00")
@@ -48,10 +66,14 @@ def read_text_lines(path: PathLike) -> list[str]:
         raise TraceFormatError(
             path, line, f"binary data (byte {data[exc.start]:#04x} is not valid UTF-8)"
         ) from None
+    del data
     text = text.removeprefix("\ufeff")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    for i, ln in enumerate(lines):
+        if len(ln) > max_line:
+            raise TraceFormatError(path, i + 1, f"line of {len(ln)} characters; at most {max_line}")
     return [ln.removesuffix("\r") for ln in lines]
 
 
@@ -68,7 +90,7 @@ def parse_number(text: str, path: PathLike, line: int, field: str) -> float:
     if s.lower() in _NON_FINITE:
         raise TraceFormatError(path, line, f"{s!r} is not a finite number", field)
     if not _NUMBER.fullmatch(s):
-        raise TraceFormatError(path, line, f"{s!r} is not a number", field)
+        raise TraceFormatError(path, line, f"{s[:40]!r} is not a number", field)
     value = float(s)
     if not math.isfinite(value):
         raise TraceFormatError(path, line, f"{s!r} is not a finite number (overflow)", field)
@@ -79,7 +101,9 @@ def parse_integer(text: str, path: PathLike, line: int, field: str) -> int:
     """Parse a decimal integer, or raise a ``TraceFormatError`` naming file, line and field."""
     s = text.strip()
     if not _INTEGER.fullmatch(s):
-        raise TraceFormatError(path, line, f"{s!r} is not an integer", field)
+        raise TraceFormatError(path, line, f"{s[:40]!r} is not an integer", field)
+    if len(s.lstrip("+-")) > 18:  # beyond int64: refused here, not as an overflow later
+        raise TraceFormatError(path, line, f"{s[:20]!r}... has more than 18 digits", field)
     return int(s)
 
 

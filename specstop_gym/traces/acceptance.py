@@ -24,10 +24,14 @@ File format: JSON Lines (UTF-8), one JSON object per line::
   ``verify_ms`` (measured times of the round, ms, finite, >= 0). An optional
   field is present in every round or in none. No other field is allowed.
 * At least one round.
+* Bounds (:mod:`specstop_gym.traces.bounds`): ``draft_length <= 1024``, ``draft_ms`` and
+  ``verify_ms <= 3600000`` (an hour), at most 2,000,000 rounds, and with confidences at most
+  16,777,216 cells ``rounds x max(draft_length)``; the file at most 64 MiB.
 
 The reader uses ``json.loads`` only (no pickle, no eval), rejects ``NaN`` /
 ``Infinity`` literals and duplicate keys, and raises :class:`TraceFormatError`
-naming the file, the line and the field.
+naming the file, the line and the field. It fills arrays as it reads (no list
+of per-round objects), so its memory is a small multiple of the file's size.
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ import numpy as np
 
 from ..core.acceptance import kaplan_meier_hazards
 from ._io import PathLike, atomic_write_text, read_text_lines, readonly_copy
+from .bounds import MAX_CONFIDENCE_CELLS, MAX_DRAFT_LENGTH, MAX_ROUNDS
 from .errors import TraceFormatError
+
+MAX_ROUND_MS = 3_600_000.0
+"""Largest measured draft_ms / verify_ms of a round (an hour)."""
 
 FORMAT_ID = "specstop-acceptance-v1"
 REQUIRED_FIELDS = ("run_length", "censored", "draft_length")
@@ -98,6 +106,10 @@ class AcceptanceTrace:
             raise ValueError("run_length must be >= 0")
         if np.any(k < 1):
             raise ValueError("draft_length must be >= 1")
+        if np.any(k > MAX_DRAFT_LENGTH):
+            raise ValueError(f"draft_length must be <= {MAX_DRAFT_LENGTH}, got {int(k.max())}")
+        if n > MAX_ROUNDS:
+            raise ValueError(f"an acceptance trace holds at most {MAX_ROUNDS} rounds, got {n}")
         if np.any(g > k):
             raise ValueError(f"run_length exceeds draft_length in round {int(np.argmax(g > k))}")
         if np.any(c != (g == k)):
@@ -125,8 +137,8 @@ class AcceptanceTrace:
             if v is None:
                 continue
             a = np.asarray(v, dtype=np.float64)
-            if a.shape != (n,) or not np.all(np.isfinite(a)) or np.any(a < 0):
-                raise ValueError(f"{name} must be {n} finite values >= 0 (ms)")
+            if a.shape != (n,) or not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a > MAX_ROUND_MS):
+                raise ValueError(f"{name} must be {n} finite values in [0, {MAX_ROUND_MS:g}] (ms)")
             set_(self, name, readonly_copy(a))
         meta = dict(self.metadata)
         try:
@@ -172,6 +184,9 @@ class AcceptanceTrace:
             if not all(present):
                 opt[name] = None
             elif name == "confidences":
+                if len(rounds) * int(k.max()) > MAX_CONFIDENCE_CELLS:
+                    raise ValueError(f"confidences of {len(rounds)} rounds x {int(k.max())} positions exceed "
+                                     f"{MAX_CONFIDENCE_CELLS} cells")
                 q = np.full((len(rounds), int(k.max())), np.nan)
                 for i, r in enumerate(rounds):
                     vals = np.asarray(r[name], dtype=np.float64)
@@ -329,11 +344,12 @@ def _parse_round(obj: Any, path: PathLike, line: int) -> dict[str, Any]:
             raise TraceFormatError(path, line, "missing required field", key)
     g, c, k = obj["run_length"], obj["censored"], obj["draft_length"]
     if not _is_int(g) or g < 0:
-        raise TraceFormatError(path, line, f"must be an integer >= 0, got {g!r}", "run_length")
+        raise TraceFormatError(path, line, f"must be an integer >= 0, got {_short(g)}", "run_length")
     if not isinstance(c, bool):
-        raise TraceFormatError(path, line, f"must be true or false, got {c!r}", "censored")
-    if not _is_int(k) or k < 1:
-        raise TraceFormatError(path, line, f"must be an integer >= 1, got {k!r}", "draft_length")
+        raise TraceFormatError(path, line, f"must be true or false, got {_short(c)}", "censored")
+    if not _is_int(k) or not 1 <= k <= MAX_DRAFT_LENGTH:
+        raise TraceFormatError(path, line, f"must be an integer in 1..{MAX_DRAFT_LENGTH}, got {_short(k)}",
+                               "draft_length")
     if g > k:
         raise TraceFormatError(path, line, f"run_length {g} exceeds draft_length {k}", "run_length")
     if c != (g == k):
@@ -354,32 +370,42 @@ def _parse_round(obj: Any, path: PathLike, line: int) -> dict[str, Any]:
         for i, v in enumerate(q):
             if not _is_number(v) or not 0.0 <= v <= 1.0:
                 raise TraceFormatError(
-                    path, line, f"position {i + 1}: {v!r} is not a number in [0, 1]", "confidences"
+                    path, line, f"position {i + 1}: {_short(v)} is not a number in [0, 1]", "confidences"
                 )
     for name in ("draft_ms", "verify_ms"):
-        if name in obj and (not _is_number(obj[name]) or obj[name] < 0):
+        if name in obj and (not _is_number(obj[name]) or not 0 <= obj[name] <= MAX_ROUND_MS):
             raise TraceFormatError(
-                path, line, f"must be a number of ms >= 0, got {obj[name]!r}", name
+                path, line, f"must be a number of ms in [0, {MAX_ROUND_MS:g}], got {_short(obj[name])}", name
             )
     return obj
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:60] + "...(cut)"
 
 
 def load_acceptance_trace(path: PathLike) -> AcceptanceTrace:
     """Read an acceptance trace (``.jsonl``, format in the module docstring).
 
     Raises:
-        TraceFormatError: empty or binary file, invalid JSON on a line, a missing
-            or wrong header, a missing/unknown/ill-typed field, ``run_length >
-            draft_length``, ``censored`` inconsistent with the lengths,
+        TraceFormatError: empty, binary or too large file, invalid JSON on a line, a missing
+            or wrong header, a missing/unknown/ill-typed field, a value out of bounds,
+            ``run_length > draft_length``, ``censored`` inconsistent with the lengths,
             confidences outside [0, 1] or of the wrong length, an optional field
-            present in some rounds only, or no round at all.
+            present in some rounds only, too many rounds, or no round at all.
         OSError: the file cannot be read.
     """
     lines = read_text_lines(path)
     meta: dict[str, Any] | None = None
-    rounds: list[dict[str, Any]] = []
+    g_list: list[int] = []
+    c_list: list[bool] = []
+    k_list: list[int] = []
+    conf: list[np.ndarray] = []
+    times: dict[str, list[float]] = {"draft_ms": [], "verify_ms": []}
     present: dict[str, bool] = {}
     first_line = 1
+    k_max = 0
     for j, text in enumerate(lines):
         if not text.strip():
             continue
@@ -390,7 +416,7 @@ def load_acceptance_trace(path: PathLike) -> AcceptanceTrace:
             first_line = line
             continue
         rec = _parse_round(obj, path, line)
-        if not rounds:
+        if not g_list:
             present = {name: name in rec for name in OPTIONAL_FIELDS}
         else:
             for name, was in present.items():
@@ -403,14 +429,43 @@ def load_acceptance_trace(path: PathLike) -> AcceptanceTrace:
                         "(it must be in every round or in none)",
                         name,
                     )
-        rounds.append(rec)
+        if len(g_list) >= MAX_ROUNDS:
+            raise TraceFormatError(path, line, f"more than {MAX_ROUNDS} rounds")
+        k_max = max(k_max, rec["draft_length"])
+        if present["confidences"] and (len(g_list) + 1) * k_max > MAX_CONFIDENCE_CELLS:
+            raise TraceFormatError(path, line, f"confidences of {len(g_list) + 1} rounds x {k_max} positions "
+                                   f"exceed {MAX_CONFIDENCE_CELLS} cells", "confidences")
+        g_list.append(rec["run_length"])
+        c_list.append(rec["censored"])
+        k_list.append(rec["draft_length"])
+        if present["confidences"]:
+            conf.append(np.asarray(rec["confidences"], dtype=np.float64))
+        for name in times:
+            if present[name]:
+                times[name].append(float(rec[name]))
+    n_lines = len(lines)
+    del lines
     if meta is None:
         raise TraceFormatError(
-            path, max(1, len(lines)), "no header line (file holds only blank lines)"
+            path, max(1, n_lines), "no header line (file holds only blank lines)"
         )
-    if not rounds:
+    if not g_list:
         raise TraceFormatError(path, first_line, "no rounds after the header")
-    return AcceptanceTrace.from_rounds(rounds, metadata=meta, path=str(path))
+    q = None
+    if present["confidences"]:
+        q = np.full((len(conf), k_max), np.nan)
+        for i, row in enumerate(conf):
+            q[i, : len(row)] = row
+    return AcceptanceTrace(
+        run_length=np.asarray(g_list, dtype=np.int64),
+        censored=np.asarray(c_list, dtype=bool),
+        draft_length=np.asarray(k_list, dtype=np.int64),
+        confidences=q,
+        draft_ms=np.asarray(times["draft_ms"]) if present["draft_ms"] else None,
+        verify_ms=np.asarray(times["verify_ms"]) if present["verify_ms"] else None,
+        metadata=meta,
+        path=str(path),
+    )
 
 
 # ---------------------------------------------------------------------------- writing

@@ -8,23 +8,31 @@ Commands::
     verify [--root DIR]                                             check the shipped data's checksums
     manifest [--root DIR]                                           rebuild MANIFEST.json from the files
 
-Exit codes: 0 success; 1 ``verify`` found a missing or modified file; 2 a user
-error (bad option, unreadable or malformed file: the message names the file
-and line). No tracebacks for user errors.
+Exit codes: 0 success; 1 ``verify`` found a missing or modified file, or a disk
+error while writing; 2 a user error (bad option, unreadable, malformed or
+out-of-bounds file: the message names the file and line). No tracebacks for
+user errors: every error is one line, ``python -m specstop_gym.traces: error: ...``.
+Every number given on the command line is checked against a documented range
+(finite, and a window may not make the work quadratic in the trace's length);
+every file written (converted traces, channel fits, plots) is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
+from ..fileio import atomic_path, disk_error_message
 from .acceptance import load_acceptance_trace
+from .bounds import MAX_DRAFT_LENGTH, MAX_INTERVAL_MS, MAX_SPAN_MS, MIN_INTERVAL_MS, check_delay_trace
 from .delay import DelayTrace, load_delay_trace, write_delay_trace
 from .errors import ManifestError, TraceFormatError
 from .fit import DEFAULT_SMOOTH_MS, fit_markov_channel, write_channel_json
@@ -41,18 +49,26 @@ from .summary import (
 )
 
 FORMATS = ("ping", "fping", "csv", "delay")
+PROG = "python -m specstop_gym.traces"
+MAX_WINDOW_CELLS = 200_000_000
+"""Most samples all windows of a summary or fit may cover together (the work is proportional)."""
 
 
 class UsageError(Exception):
-    """A command-line mistake reported as ``error: ...`` with exit code 2."""
+    """A command-line mistake reported as ``prog: error: ...`` with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m specstop_gym.traces",
+    p = _Parser(
+        prog=PROG,
         description="Read, convert, summarise and fit delay and acceptance traces.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     c = sub.add_parser(
         "convert", help="import a measurement log into a delay trace CSV (t_ms,rtt_ms)"
@@ -150,13 +166,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _meta_pairs(items: list[str]) -> dict[str, str]:
+    if len(items) > 100:
+        raise UsageError("--meta: at most 100 items")
     out = {}
     for item in items:
-        if "=" not in item:
-            raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
+        if "=" not in item or len(item) > 2000:
+            raise UsageError(f"--meta takes KEY=VALUE (at most 2000 characters), got {item[:60]!r}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _number(flag: str, value: float | None, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    if value is None:
+        return
+    ok = math.isfinite(value) and (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise UsageError(f"{flag} must be a finite number in {rng}, got {value!r}")
+
+
+def _check_args(a: argparse.Namespace) -> None:
+    """Every numeric option within its range (module docstring), before any file is read."""
+    if a.command == "convert":
+        _number("--interval-ms", a.interval_ms, MIN_INTERVAL_MS, MAX_INTERVAL_MS)
+        if a.delimiter not in ("\\t", "tab") and (len(a.delimiter) != 1 or a.delimiter in "\"\r\n"):
+            raise UsageError(f"--delimiter must be one character (or tab), got {a.delimiter[:10]!r}")
+    elif a.command == "summary":
+        _number("--window-ms", a.window_ms, 0.0, MAX_SPAN_MS, lo_open=True)
+        _number("--min-shift-ms", a.min_shift_ms, 0.0, 1e9)
+        _number("--min-rel-shift", a.min_rel_shift, 0.0, 1e6)
+        _number("--min-z", a.min_z, 0.0, 1e6)
+        _number("--min-dwell-ms", a.min_dwell_ms, 0.0, MAX_SPAN_MS)
+        if a.max_draft is not None and not 1 <= a.max_draft <= MAX_DRAFT_LENGTH:
+            raise UsageError(f"--max-draft must be an integer in 1..{MAX_DRAFT_LENGTH}, got {a.max_draft}")
+    elif a.command == "fit":
+        if not 1 <= a.states <= 16:
+            raise UsageError(f"--states must be an integer in 1..16, got {a.states}")
+        _number("--smooth-ms", a.smooth_ms, 0.0, MAX_SPAN_MS)
+
+
+def _check_windows(trace: DelayTrace, flag: str, before_ms: float, after_ms: float) -> None:
+    """Refuse a window that would make the work quadratic: all windows together may cover at most
+    :data:`MAX_WINDOW_CELLS` samples."""
+    t = trace.t_ms
+    cells = int(np.sum(np.searchsorted(t, t + after_ms, side="right") - np.searchsorted(t, t - before_ms)))
+    if cells > MAX_WINDOW_CELLS:
+        raise UsageError(f"{flag}: the windows over {trace.path or 'the trace'} cover {cells} samples in all "
+                         f"(at most {MAX_WINDOW_CELLS}); choose a shorter window")
+
+
+def _load_delay(path: str) -> DelayTrace:
+    trace = load_delay_trace(path)
+    check_delay_trace(trace)
+    return trace
 
 
 def _convert(a: argparse.Namespace) -> int:
@@ -181,6 +244,7 @@ def _convert(a: argparse.Namespace) -> int:
         )
     else:
         trace = load_delay_trace(a.input)
+    check_delay_trace(trace)
     extra = _meta_pairs(a.meta)
     if extra:
         trace = DelayTrace(
@@ -230,18 +294,12 @@ def _summary(a: argparse.Namespace) -> int:
             )
             print("Kaplan-Meier survival S_1..S_K: " + " ".join(f"{x:.4f}" for x in surv))
         return 0
-    for flag, value, positive in (
-        ("--window-ms", a.window_ms, True),
-        ("--min-shift-ms", a.min_shift_ms, False),
-        ("--min-rel-shift", a.min_rel_shift, False),
-        ("--min-z", a.min_z, False),
-        ("--min-dwell-ms", a.min_dwell_ms, False),
-    ):
-        if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
-            raise UsageError(
-                f"{flag} must be a finite number {'>' if positive else '>='} 0, got {value:g}"
-            )
-    trace = load_delay_trace(a.trace)
+    trace = _load_delay(a.trace)
+    _check_windows(trace, "--window-ms", a.window_ms, a.window_ms)
+    lost = trace.metadata.get("lost")
+    if lost is not None and not (lost.isascii() and lost.isdigit() and len(lost) <= 18):
+        meta = {k: v for k, v in trace.metadata.items() if k != "lost"}  # not a count: shown as unknown
+        trace = DelayTrace(trace.t_ms, trace.rtt_ms, trace.state, meta, trace.path)
     summ = summarize_delay_trace(
         trace,
         window_ms=a.window_ms,
@@ -251,7 +309,8 @@ def _summary(a: argparse.Namespace) -> int:
         min_dwell_ms=a.min_dwell_ms,
     )
     if a.plot:
-        plot_delay_trace(trace, a.plot, summary=summ)
+        with atomic_path(a.plot) as tmp:
+            plot_delay_trace(trace, tmp, summary=summ)
     if a.json:
         print(json.dumps(_jsonable(summ), indent=2))
     else:
@@ -273,11 +332,12 @@ def _summary(a: argparse.Namespace) -> int:
 
 
 def _fit(a: argparse.Namespace) -> int:
-    trace = load_delay_trace(a.trace)
+    trace = _load_delay(a.trace)
+    _check_windows(trace, "--smooth-ms", a.smooth_ms / 2, a.smooth_ms / 2)
     try:
         fit = fit_markov_channel(trace, a.states, smooth_ms=a.smooth_ms)
     except ValueError as exc:
-        raise UsageError(f"{a.trace}: {exc}") from None
+        raise UsageError(f"--states {a.states} / --smooth-ms {a.smooth_ms:g} on {a.trace}: {exc}") from None
     write_channel_json(a.out, fit)
     print(
         f"{a.out}: {a.states} states, rtt mean ms {[round(x, 2) for x in fit['rtt_mean_ms']]}, "
@@ -306,6 +366,11 @@ def _manifest(a: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     args = _parser().parse_args(argv)
+    try:
+        _check_args(args)
+    except UsageError as exc:
+        _error(str(exc))
+        return 2
     handler = {
         "convert": _convert,
         "summary": _summary,
@@ -319,16 +384,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0
     except TraceFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
     except FileNotFoundError as exc:
-        print(f"error: {exc.filename or exc}: no such file or directory", file=sys.stderr)
+        _error(f"{exc.filename or exc}: no such file or directory")
+    except IsADirectoryError as exc:
+        _error(f"{exc.filename or exc}: is a folder, not a file")
     except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):  # writing failed midway
+            _error(disk_error_message(exc) or str(exc))
+            return 1
+        _error(f"{exc.filename or ''}: {exc.strerror or exc}")
     except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
     return 2
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,11 @@ Supported inputs:
 
 Every importer returns times relative to the first answered probe (``t_ms = 0``),
 drops lost probes, and raises :class:`TraceFormatError` naming the file and
-line for anything it cannot read. Nothing in the input is evaluated.
+line for anything it cannot read. Nothing in the input is evaluated. Memory and
+time are bounded by construction: files up to 64 MiB, log lines up to 1024
+characters, patterns without nested ambiguous repetition (linear time per line),
+lost probes counted arithmetically (never enumerated), and the contents held to
+the bounds of :mod:`specstop_gym.traces.bounds` (rtt, time span, states, interval).
 """
 
 from __future__ import annotations
@@ -24,15 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from ._io import PathLike, format_number, parse_number, read_text_lines
+from .bounds import MAX_INTERVAL_MS, MAX_RTT_MS, MAX_SPAN_MS, MAX_STATE, MIN_INTERVAL_MS
 from .delay import DelayTrace, parse_comment_header
 from .errors import TraceFormatError
+
+MAX_LOG_LINE = 1024
+"""Longest line of a ping/fping log (real lines are below 300 characters)."""
+MAX_SEQ_DIGITS = 12
+"""Most digits of a probe number."""
 
 DEFAULT_INTERVAL_MS = 1000.0
 """Probe interval assumed when a log has no timestamps and states none (ping's and fping's default, ms)."""
 
 _TS = r"(?:\[(?P<ts>\d+(?:\.\d+)?)\]\s*)?"
 _PING_REPLY = re.compile(_TS + r"\d+ bytes from .+?: icmp_[rs]eq=(?P<seq>\S+)(?P<rest>.*)$")
-_PING_TIME = re.compile(r"\btime[=<]\s*(?P<time>[^\s]+?)\s*ms\b")
+_PING_TIME = re.compile(r"\btime[=<]\s*(?P<time>[^\sm]+)\s*ms\b")
 _PING_NO_ANSWER = re.compile(_TS + r"no answer yet for icmp_seq=(?P<seq>\d+)\s*$")
 _PING_TIMEOUT = re.compile(_TS + r"Request timeout for icmp_seq[= ](?P<seq>\d+)\s*$")
 _PING_ERROR_REPLY = re.compile(_TS + r"From \S+(?: \([^)]*\))?:? icmp_seq=(?P<seq>\d+) .+$")
@@ -46,7 +56,7 @@ _PING_IGNORE = (
     re.compile(r"^\^C$"),
 )
 # A recorded command line: "$ ping -i 0.2 host", "user@box:~$ sudo fping -D -p 20 host", "# ping ..."
-_COMMAND = re.compile(r"^(?:\S*[$#>]\s*)?(?:sudo\s+)?(?:\S*/)?f?ping6?\s+(?P<args>.*)$")
+_COMMAND = re.compile(r"^(?:[^\s$#>]*[$#>]+\s*)?(?:sudo\s+)?(?:[^\s/]*/)*f?ping6?\s+(?P<args>.*)$")
 _PING_INTERVAL_FLAG = re.compile(r"(?:^|\s)-i\s*(?P<val>\d+(?:\.\d+)?)(?=\s|$)")
 _FPING_PERIOD_FLAG = re.compile(r"(?:^|\s)(?:-p\s*|--period=)(?P<val>\d+(?:\.\d+)?)(?=\s|$)")
 
@@ -95,28 +105,53 @@ def _unwrapper() -> Callable[[int], int]:
 
 
 def _interval_from_header(
-    lines: list[str], meta: dict[str, str], flag: re.Pattern[str], flag_unit_ms: float
+    lines: list[str], meta: dict[str, str], flag: re.Pattern[str], flag_unit_ms: float, path: PathLike
 ) -> float | None:
     """A probe interval (ms) stated by the log: ``# interval_ms: N`` or a recorded command line.
 
     ``flag`` finds the interval option in the command's arguments, whose value
     is in units of ``flag_unit_ms`` (ping ``-i`` takes seconds, fping ``-p`` ms).
+    A stated interval that is not a number in [0.001 ms, 1 h] is an error naming its line.
     """
     for key in ("interval_ms", "period_ms"):
         if key in meta:
-            try:
-                value = float(meta[key])
-            except ValueError:
-                continue
-            if value > 0:
-                return value
-    for text in lines:
+            line = next((i + 1 for i, t in enumerate(lines) if t.lstrip().startswith("#") and key in t), 1)
+            value = parse_number(meta[key], path, line, key)
+            return _check_interval(value, path, line, key)
+    for i, text in enumerate(lines):
         m = _COMMAND.match(text.strip())
         if m:
             f = flag.search(m.group("args"))
             if f:
-                return float(f.group("val")) * flag_unit_ms
+                value = parse_number(f.group("val"), path, i + 1, "interval") * flag_unit_ms
+                return _check_interval(value, path, i + 1, "interval")
     return None
+
+
+def _check_interval(value: float, path: PathLike, line: int, field: str) -> float:
+    if not MIN_INTERVAL_MS <= value <= MAX_INTERVAL_MS:
+        raise TraceFormatError(path, line, f"probe interval {value:g} ms is outside "
+                               f"[{MIN_INTERVAL_MS:g}, {MAX_INTERVAL_MS:g}] ms", field)
+    return value
+
+
+def _check_interval_arg(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and MIN_INTERVAL_MS <= value <= MAX_INTERVAL_MS):
+        raise ValueError(f"{name} must be a number of ms in [{MIN_INTERVAL_MS:g}, {MAX_INTERVAL_MS:g}], got {value!r}")
+
+
+def _seq(text: str, path: PathLike, line: int, field: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_SEQ_DIGITS:
+        raise TraceFormatError(path, line, f"{text[:20]!r} is not a sequence number "
+                               f"(up to {MAX_SEQ_DIGITS} digits)", field)
+    return int(text)
+
+
+def _rtt(text: str, path: PathLike, line: int, field: str) -> float:
+    rtt = parse_number(text, path, line, field)
+    if not 0 < rtt <= MAX_RTT_MS:
+        raise TraceFormatError(path, line, f"rtt must be > 0 and <= {MAX_RTT_MS:g} ms, got {text}", field)
+    return rtt
 
 
 def _assemble(
@@ -140,8 +175,8 @@ def _assemble(
         )
     answered = {p.seq for p in probes}
     seqs = answered | lost
-    universe = set(range(min(seqs), max(seqs) + 1)) | lost
-    n_lost = len(universe - answered)
+    # probes of the span min..max that were not answered: counted, never enumerated
+    n_lost = (max(seqs) - min(seqs) + 1) - len(answered)
     probes = sorted(probes, key=lambda p: p.seq)
     rtt = np.array([p.rtt_ms for p in probes])
     meta = dict(meta)
@@ -157,6 +192,10 @@ def _assemble(
         seq = np.array([p.seq for p in probes], dtype=np.float64)
         t = (seq - seq[0]) * step
         meta["timestamps"] = f"probe number x interval ({format_number(step)} ms)"
+    far = np.flatnonzero(t > MAX_SPAN_MS)
+    if far.size:
+        line = probes[int(far[0])].line if not all(stamped) else probes[int(order[far[0]])].line
+        raise TraceFormatError(path, line, f"the log spans more than {MAX_SPAN_MS:g} ms (about 3 years)")
     meta.update(
         {"importer": importer, "imported_from": Path(path).name, "units": "ms", "lost": str(n_lost)}
     )
@@ -187,7 +226,8 @@ def import_ping(path: PathLike, interval_ms: float | None = None) -> tuple[Delay
         TraceFormatError: a line that is not ping output, a reply without a
             ``time=`` field, an unreadable number, or no answered probe.
     """
-    lines = read_text_lines(path)
+    _check_interval_arg("interval_ms", interval_ms)
+    lines = read_text_lines(path, max_line=MAX_LOG_LINE)
     meta, _ = parse_comment_header(lines, path)
     unwrap = _unwrapper()
     probes: list[_Probe] = []
@@ -199,23 +239,14 @@ def import_ping(path: PathLike, interval_ms: float | None = None) -> tuple[Delay
             continue
         m = _PING_REPLY.match(text)
         if m:
-            seq_text = m.group("seq")
-            if not seq_text.isdigit():
-                raise TraceFormatError(
-                    path, line, f"{seq_text!r} is not a sequence number", "icmp_seq"
-                )
-            seq = unwrap(int(seq_text))
+            seq = unwrap(_seq(m.group("seq"), path, line, "icmp_seq"))
             rest = m.group("rest")
             if "DUP!" in rest:
                 continue
             tm = _PING_TIME.search(rest)
             if not tm:
                 raise TraceFormatError(path, line, "reply without a time=... ms field", "time")
-            rtt = parse_number(tm.group("time"), path, line, "time")
-            if rtt <= 0:
-                raise TraceFormatError(
-                    path, line, f"rtt must be > 0 ms, got {tm.group('time')}", "time"
-                )
+            rtt = _rtt(tm.group("time"), path, line, "time")
             stamp = parse_number(m.group("ts"), path, line, "timestamp") if m.group("ts") else None
             probes.append(_Probe(seq, rtt, stamp, line))
             continue
@@ -225,17 +256,15 @@ def import_ping(path: PathLike, interval_ms: float | None = None) -> tuple[Delay
             or _PING_ERROR_REPLY.match(text)
         )
         if m:
-            lost.add(unwrap(int(m.group("seq"))))
+            lost.add(unwrap(_seq(m.group("seq"), path, line, "icmp_seq")))
             continue
         if any(p.match(text) for p in _PING_IGNORE):
             continue
         raise TraceFormatError(path, line, f"not a line of ping output: {text[:60]!r}")
-    if interval_ms is not None and not interval_ms > 0:
-        raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
     step = (
         interval_ms
         if interval_ms is not None
-        else _interval_from_header(lines, meta, _PING_INTERVAL_FLAG, 1000.0)
+        else _interval_from_header(lines, meta, _PING_INTERVAL_FLAG, 1000.0, path)
     )
     return _assemble(path, probes, lost, step, "ping", meta, len(lines))
 
@@ -266,7 +295,8 @@ def import_fping(
         TraceFormatError: an unrecognised line, an unreadable number, several
             targets without ``host``, or no answered probe.
     """
-    lines = read_text_lines(path)
+    _check_interval_arg("period_ms", period_ms)
+    lines = read_text_lines(path, max_line=MAX_LOG_LINE)
     meta, _ = parse_comment_header(lines, path)
     probes: list[_Probe] = []
     lost: set[int] = set()
@@ -290,15 +320,11 @@ def import_fping(
                     )
             if host is not None and name != host:
                 continue
-            idx = int(m.group("idx"))
+            idx = _seq(m.group("idx"), path, line, "index")
             if m.group("timeout"):
                 lost.add(idx)
                 continue
-            rtt = parse_number(m.group("rtt"), path, line, "rtt")
-            if rtt <= 0:
-                raise TraceFormatError(
-                    path, line, f"rtt must be > 0 ms, got {m.group('rtt')}", "rtt"
-                )
+            rtt = _rtt(m.group("rtt"), path, line, "rtt")
             stamp = parse_number(m.group("ts"), path, line, "timestamp") if m.group("ts") else None
             probes.append(_Probe(idx, rtt, stamp, line))
             continue
@@ -311,12 +337,10 @@ def import_fping(
             max(1, len(lines)),
             f"target {host!r} does not appear (found: {', '.join(hosts) or 'none'})",
         )
-    if period_ms is not None and not period_ms > 0:
-        raise ValueError(f"period_ms must be > 0, got {period_ms}")
     step = (
         period_ms
         if period_ms is not None
-        else _interval_from_header(lines, meta, _FPING_PERIOD_FLAG, 1.0)
+        else _interval_from_header(lines, meta, _FPING_PERIOD_FLAG, 1.0, path)
     )
     if hosts:
         meta = {**meta, "target": host or hosts[0]}
@@ -363,6 +387,8 @@ def import_csv_columns(
     for name, unit in (("time_unit", time_unit), ("rtt_unit", rtt_unit)):
         if unit not in _UNIT_TO_MS:
             raise ValueError(f"{name} must be one of {sorted(_UNIT_TO_MS)}, got {unit!r}")
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise ValueError(f"delimiter must be one character (not a quote or newline), got {delimiter!r}")
     lines = read_text_lines(path)
     meta, i = parse_comment_header(lines, path)
     if i >= len(lines):
@@ -410,8 +436,12 @@ def import_csv_columns(
             * _UNIT_TO_MS[time_unit]
         )
         r = parse_number(rtt_text, path, line, rtt_column) * _UNIT_TO_MS[rtt_unit]
-        if r <= 0:
-            raise TraceFormatError(path, line, f"rtt must be > 0, got {rtt_text}", rtt_column)
+        if not 0 < r <= MAX_RTT_MS:
+            raise TraceFormatError(path, line, f"rtt must be > 0 and <= {MAX_RTT_MS:g} ms, got {rtt_text}",
+                                   rtt_column)
+        if t_list and t - t_list[0] > MAX_SPAN_MS:
+            raise TraceFormatError(path, line, f"the file spans more than {MAX_SPAN_MS:g} ms (about 3 years)",
+                                   time_column)
         if t < prev:
             raise TraceFormatError(path, line, "time goes backwards", time_column)
         prev = t
@@ -419,9 +449,9 @@ def import_csv_columns(
         r_list.append(r)
         if state_column is not None:
             s_text = cells[index["state_column"]].strip()
-            if not s_text.isdigit():
+            if not (s_text.isascii() and s_text.isdigit() and len(s_text) <= 6) or int(s_text) > MAX_STATE:
                 raise TraceFormatError(
-                    path, line, f"{s_text!r} is not an integer >= 0", state_column
+                    path, line, f"{s_text[:20]!r} is not a state label in 0..{MAX_STATE}", state_column
                 )
             s_list.append(int(s_text))
     if not t_list:

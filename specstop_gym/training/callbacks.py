@@ -9,16 +9,25 @@
 * :class:`RunCheckpointCallback`: SB3's ``CheckpointCallback`` (model, ``VecNormalize`` statistics
   and, for off-policy algorithms, the replay buffer) that keeps only the newest replay buffer and
   can save on demand (at the end of training and on Ctrl-C), so ``train.py --resume`` always
-  finds the latest state.
+  finds the latest state. Every file is saved atomically (:func:`specstop_gym.fileio.atomic_path`:
+  a temporary file, fsync, rename), the statistics and the replay buffer before the model zip,
+  so a checkpoint's zip under its final name means the whole checkpoint is on disk.
+* :func:`verify_checkpoint`: checks a checkpoint without unpickling anything (the zip's CRCs,
+  SB3's members and its JSON ``data``; the pickles' opcode streams end to end), so
+  ``train.py --resume`` can fall back to the newest intact checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import io
+import json
 import os
+import pickletools
 import re
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 
 from ..core.config import ScenarioConfig
+from ..fileio import atomic_path, atomic_write_text
 
 CHECKPOINT_PREFIX = "rl_model"
 _CKPT = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
@@ -109,12 +119,14 @@ class PolicyEvalCallback(BaseCallback):
             self.logger.record(f"eval/{key}", result[key])
         self.logger.dump(self.num_timesteps)
         if self.csv_path is not None:
-            new = not self.csv_path.exists()
-            with open(self.csv_path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(EVAL_COLUMNS)
-                w.writerow([int(result["timesteps"])] + [f"{result[c]:.6g}" for c in EVAL_COLUMNS[1:]])
+            # the whole (small) file rewritten atomically: a kill never leaves half a line
+            old = self.csv_path.read_text() if self.csv_path.exists() else ""
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            if not old:
+                w.writerow(EVAL_COLUMNS)
+            w.writerow([int(result["timesteps"])] + [f"{result[c]:.6g}" for c in EVAL_COLUMNS[1:]])
+            atomic_write_text(self.csv_path, old + buf.getvalue())
         if self.verbose:
             print(f"eval @ {self.num_timesteps} steps: {result['per_token_latency_ms']:.2f} ms/token, "
                   f"gap to oracle {result['gap_to_oracle_pct']:+.2f}%, to best fixed k "
@@ -149,6 +161,65 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Checkpoint]:
     return sorted(out, key=lambda c: c.steps)
 
 
+SB3_MEMBERS = ("data", "policy.pth")
+"""Members every Stable-Baselines3 model zip has (``data`` is JSON)."""
+
+
+def verify_model_zip(path: str | os.PathLike[str]) -> str | None:
+    """None if ``path`` is an intact SB3 model archive, else what is wrong (nothing is
+    unpickled: the zip's central directory and CRCs, SB3's members, ``data`` as JSON)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in SB3_MEMBERS if m not in names]
+            if missing:
+                return f"no {', '.join(missing)} in the archive"
+            bad = zf.testzip()
+            if bad is not None:
+                return f"member {bad!r} is damaged (CRC mismatch)"
+            data = json.loads(zf.read("data").decode("utf-8"))
+            if not isinstance(data, dict):
+                return "its 'data' member is not a JSON object"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+        return f"not a readable zip archive ({type(e).__name__}: {e})"
+    except (UnicodeDecodeError, ValueError) as e:
+        return f"its 'data' member is not JSON ({e})"
+    return None
+
+
+def verify_pickle(path: str | os.PathLike[str]) -> str | None:
+    """None if ``path`` holds one complete pickle, else what is wrong. The opcode stream is read
+    with :func:`pickletools.genops`, which parses without executing anything."""
+    try:
+        with open(path, "rb") as f:
+            ops = pickletools.genops(f)
+            last = None
+            for last in ops:
+                pass
+            if last is None or last[0].name != "STOP":
+                return "the pickle stream does not end (truncated)"
+            if f.read(1):
+                return "data after the end of the pickle"
+    except (ValueError, EOFError, OSError) as e:
+        return f"not a complete pickle ({type(e).__name__}: {e})"
+    return None
+
+
+def verify_checkpoint(ckpt: Checkpoint, *, normalize: bool) -> str | None:
+    """None if ``ckpt`` can be resumed from (its zip, and its VecNormalize statistics when the run
+    normalises), else the reason. A damaged replay buffer is not fatal (see train.py)."""
+    problem = verify_model_zip(ckpt.model)
+    if problem:
+        return f"{ckpt.model.name}: {problem}"
+    if normalize:
+        if ckpt.vecnormalize is None:
+            return f"{ckpt.model.name}: its VecNormalize statistics are missing"
+        problem = verify_pickle(ckpt.vecnormalize)
+        if problem:
+            return f"{ckpt.vecnormalize.name}: {problem}"
+    return None
+
+
 class RunCheckpointCallback(CheckpointCallback):
     """CheckpointCallback that keeps the newest replay buffer only and saves on demand."""
 
@@ -166,15 +237,20 @@ class RunCheckpointCallback(CheckpointCallback):
         return True
 
     def save_checkpoint(self) -> Path:
-        """Save model (+ VecNormalize, + replay buffer) at the current step count; return the zip path."""
+        """Save replay buffer, VecNormalize statistics and model at the current step count, each
+        atomically and the model last (module docstring); return the zip path."""
         os.makedirs(self.save_path, exist_ok=True)
-        model_path = Path(self._checkpoint_path(extension="zip"))
-        self.model.save(model_path)
         if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
-            self.model.save_replay_buffer(self._checkpoint_path("replay_buffer_", extension="pkl"))
-            self._prune_replay_buffers()
+            with atomic_path(self._checkpoint_path("replay_buffer_", extension="pkl")) as tmp:
+                self.model.save_replay_buffer(tmp)
         if self.save_vecnormalize and self.model.get_vec_normalize_env() is not None:
-            self.model.get_vec_normalize_env().save(self._checkpoint_path("vecnormalize_", extension="pkl"))
+            with atomic_path(self._checkpoint_path("vecnormalize_", extension="pkl")) as tmp:
+                self.model.get_vec_normalize_env().save(str(tmp))
+        model_path = Path(self._checkpoint_path(extension="zip"))
+        with atomic_path(model_path) as tmp:
+            self.model.save(tmp)
+        if self.save_replay_buffer:
+            self._prune_replay_buffers()
         if self.verbose >= 2:
             print(f"Saving model checkpoint to {model_path}")
         return model_path
@@ -198,4 +274,7 @@ __all__ = [
     "evaluate_model",
     "list_checkpoints",
     "reference_latencies",
+    "verify_checkpoint",
+    "verify_model_zip",
+    "verify_pickle",
 ]
