@@ -210,7 +210,10 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
                 raise UsageError(f"--agents {label!r} on scenario {name!r}: {e}") from None
         configs.append(cfg)
-        prebuilt[name] = built
+        prebuilt[cfg.name] = built
+    if len({c.name for c in configs}) != len(configs):
+        raise UsageError("--set name=... gives several scenarios one name (and one folder); drop it or run them "
+                         "one by one")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.out:
         out = Path(args.out)

@@ -50,8 +50,9 @@ from .summary import (
 
 FORMATS = ("ping", "fping", "csv", "delay")
 PROG = "python -m specstop_gym.traces"
-MAX_WINDOW_CELLS = 200_000_000
-"""Most samples all windows of a summary or fit may cover together (the work is proportional)."""
+MAX_WINDOW_SAMPLES = 5_000
+"""Most samples a summary or fit window may cover on average: the work is proportional to the
+trace's length times this (with a window over the whole trace it would be quadratic)."""
 
 
 class UsageError(Exception):
@@ -207,13 +208,12 @@ def _check_args(a: argparse.Namespace) -> None:
 
 
 def _check_windows(trace: DelayTrace, flag: str, before_ms: float, after_ms: float) -> None:
-    """Refuse a window that would make the work quadratic: all windows together may cover at most
-    :data:`MAX_WINDOW_CELLS` samples."""
+    """Refuse a window covering more than :data:`MAX_WINDOW_SAMPLES` samples on average."""
     t = trace.t_ms
     cells = int(np.sum(np.searchsorted(t, t + after_ms, side="right") - np.searchsorted(t, t - before_ms)))
-    if cells > MAX_WINDOW_CELLS:
-        raise UsageError(f"{flag}: the windows over {trace.path or 'the trace'} cover {cells} samples in all "
-                         f"(at most {MAX_WINDOW_CELLS}); choose a shorter window")
+    if cells > MAX_WINDOW_SAMPLES * t.size:
+        raise UsageError(f"{flag}: a window covers {cells / t.size:.0f} samples of {trace.path or 'the trace'} on "
+                         f"average (at most {MAX_WINDOW_SAMPLES}); choose a shorter window")
 
 
 def _load_delay(path: str) -> DelayTrace:
