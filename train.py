@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from specstop_gym.cli import (
-    MAX_SEED,
     UsageError,
     check_count,
     check_path,
@@ -601,7 +600,7 @@ def _build(plan: Plan, seed: int) -> tuple[Any, Any]:
         try:
             venv = make_env(plan, seed)
             return venv, build_model(plan, venv)
-        except Exception as e:  # noqa: BLE001 - SB3/torch raise many kinds of errors for bad files
+        except Exception as e:
             if venv is not None:
                 venv.close()
             if plan.checkpoint is None or not plan.fallbacks:

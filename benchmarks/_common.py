@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from specstop_gym.cli import dataclass_parser
 
@@ -28,9 +28,9 @@ def parse_config(cls: type[T], doc: str, argv: Sequence[str] | None, minimum: di
     Every field becomes ``--name`` (help: the field's docstring), typed by its annotation (a
     ``list[T]`` field takes one or more values). Fields named in ``minimum`` must be at least
     that value (every element of a list); every numeric value must be finite and at most
-    ``maximum[name]`` (default :data:`DEFAULT_MAXIMUM`); otherwise the parser exits (code 2) with
-    one line naming the flag. The first paragraph of ``doc`` is the description shown by
-    ``--help``.
+    ``maximum[name]`` (default :data:`DEFAULT_MAXIMUM`); a ``scenario`` field must name a preset
+    and an ``agent`` field a registered agent; otherwise the parser exits (code 2) with one line
+    naming the flag. The first paragraph of ``doc`` is the description shown by ``--help``.
     """
     parser = dataclass_parser(cls, None, " ".join(doc.strip().split("\n\n")[0].split()), word_sep="_")
     args = vars(parser.parse_args(argv))
@@ -44,4 +44,14 @@ def parse_config(cls: type[T], doc: str, argv: Sequence[str] | None, minimum: di
                 parser.error(f"--{name} must be a finite number <= {high:g}, got {v}")
             if name in minimum and v < minimum[name]:
                 parser.error(f"--{name} must be >= {minimum[name]:g}, got {v}")
+    if isinstance(args.get("scenario"), str):
+        from specstop_gym import scenario_names
+
+        if args["scenario"] not in scenario_names():
+            parser.error(f"--scenario: unknown scenario {args['scenario'][:40]!r}; valid: {', '.join(scenario_names())}")
+    if isinstance(args.get("agent"), str):
+        from agents.registry import agent_names
+
+        if args["agent"].partition(":")[0] not in agent_names():
+            parser.error(f"--agent: unknown agent {args['agent'][:40]!r}; valid: {', '.join(agent_names())}")
     return cls(**args)

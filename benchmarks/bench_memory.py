@@ -47,12 +47,18 @@ class Config:
     """Measured runs per size (alternating)."""
     target: float = 1.5
     """Largest acceptable ratio of the peaks (reported, not enforced)."""
+    agents: str = ""
+    """Agent specs, space separated (default: evaluate.py's default agents)."""
+    no_warmup: bool = False
+    """Skip the untimed warm-up run (the kernels are already compiled)."""
 
 
 def peak_rss(seeds: int, cfg: Config, out: Path) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of one evaluate.py run in a child process."""
     cmd = [sys.executable, str(ROOT / "evaluate.py"), "--scenarios", cfg.scenario, "--seeds", str(seeds),
            "--requests", str(cfg.requests), "--no-sweep", "--quiet", "--out", str(out)]
+    if cfg.agents.split():
+        cmd += ["--agents", *cfg.agents.split()]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -70,8 +76,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                                       "target": 1.0},
                        maximum={"small": 100_000, "large": 100_000, "requests": 100_000, "repeats": 100})
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        print(f"evaluate.py on {cfg.scenario}, {cfg.requests} requests per run, default agents, plots, no sweep")
-        peak_rss(cfg.small, cfg, Path(tmp) / "warmup")
+        agents = cfg.agents or "default agents"
+        print(f"evaluate.py on {cfg.scenario}, {cfg.requests} requests per run, {agents}, plots, no sweep")
+        if not cfg.no_warmup:
+            peak_rss(cfg.small, cfg, Path(tmp) / "warmup")
         small, large, ratios = [], [], []
         for i in range(cfg.repeats):
             s, ws = peak_rss(cfg.small, cfg, Path(tmp) / f"s{i}")

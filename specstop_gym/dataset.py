@@ -2,7 +2,8 @@
 ``evaluate.py`` and for any other large table of the project (an experiment grid, ...).
 
 * Format: **Apache Parquet** (``pyarrow``), columns typed by a small schema (``"int32"``,
-  ``"float64"``, ``"string"``, ...), **zstd**-compressed, one row group per ``row_group_rows``
+  ``"float64"``, ``"string"``, ...), **zstd**-compressed (dictionary encoding for integers and
+  strings, byte-stream-split for floats), one row group per ``row_group_rows``
   rows (65536 by default), so that a reader can stream a file in bounded memory
   (:func:`iter_dataset`) and read only the columns it needs. ``format="csv.gz"`` (or
   ``"csv"``) writes the same table as (gzip-compressed) CSV text instead, with a header line.
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import fsync_file, fsync_dir, temporary_name
+from .fileio import fsync_dir, fsync_file, temporary_name
 
 PathLike = str | os.PathLike[str]
 
@@ -100,9 +101,12 @@ class DatasetWriter:
                       for n, t in self.schema]
             meta = {b"specstop": json.dumps(self.metadata).encode()} if self.metadata else None
             self._arrow_schema = pa.schema(fields, metadata=meta)
+            floats = [n for n, t in self.schema if t.startswith("float")]
+            # floats: no dictionary, byte-stream-split encoding (measured: 41 -> 29.5 bytes per round row)
             self._writer = pq.ParquetWriter(str(self.tmp), self._arrow_schema,
                                             compression=None if compression == "none" else compression,
-                                            use_dictionary=True, write_statistics=True)
+                                            use_dictionary=[n for n, _ in self.schema if n not in floats],
+                                            use_byte_stream_split=floats or False, write_statistics=True)
         else:
             raw = gzip.open(self.tmp, "wt", encoding="utf-8", newline="") if format == "csv.gz" else \
                 open(self.tmp, "w", encoding="utf-8", newline="")
@@ -178,7 +182,7 @@ class DatasetWriter:
             if handle is not None:
                 try:
                     handle.close()
-                except Exception:  # noqa: BLE001 - discarding anyway
+                except Exception:  # noqa: BLE001, S110 - the file is being discarded anyway
                     pass
         try:
             os.unlink(self.tmp)
@@ -188,7 +192,7 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
         if exc_type is None:
             self.close()
         else:

@@ -90,3 +90,23 @@ def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, ar
         _bench(script).main(argv)
     assert exc.value.code == 2
     assert f"{flag} must be >=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv, expected", [
+    ("bench_batched_eval", ["--seeds", "1e9"], "invalid int value"),
+    ("bench_batched_eval", ["--seeds", "1000000000000"], "--seeds must be a finite number <= 1e+09"),
+    ("bench_single_env", ["--scenario", "nope"], "--scenario: unknown scenario 'nope'"),
+    ("bench_batched_eval", ["--agent", "nope"], "--agent: unknown agent 'nope'"),
+    ("bench_memory", ["--repeats", "1000"], "--repeats must be a finite number <= 100"),
+])
+def test_benchmarks_refuse_bad_flags_in_one_line(script: str, argv: list[str], expected: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _bench(script).main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and expected in err and "\n" not in err
+
+
+def test_memory_benchmark_reports_the_peak_ratio() -> None:
+    out = _bench("bench_memory").main(["--small", "1", "--large", "2", "--requests", "1", "--repeats", "1",
+                                       "--agents", "static-k", "--no_warmup"])
+    assert _positive(out["ratio_median"]) and out["small_mib"] > 10 and out["large_mib"] > 10

@@ -37,3 +37,10 @@ def test_readme_python_examples_run() -> None:
     assert len(blocks) >= 3
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+
+
+def test_robustness_doc_lists_the_current_bounds() -> None:
+    from specstop_gym.core.config import bounds_markdown
+
+    doc = (ROOT / "docs" / "robustness.md").read_text()
+    assert bounds_markdown() in doc, "update the bounds table: specstop_gym.core.config.bounds_markdown()"

@@ -42,12 +42,12 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-import specstop_gym  # noqa: E402,F401  (registers the ids)
-from specstop_gym.core.config import ConfigError, field_names  # noqa: E402
-from specstop_gym.traces.errors import TraceFormatError  # noqa: E402
+import specstop_gym
+from specstop_gym.core.config import field_names
+from specstop_gym.traces.errors import TraceFormatError
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 TIME_LIMIT_S = 2.0
@@ -139,8 +139,8 @@ def _warm_and_report() -> Iterator[None]:
     """Compile/load the kernels and import the scripts before any limit is set; write the counts."""
     import gymnasium as gym
 
-    import evaluate  # noqa: F401
-    import train  # noqa: F401
+    import evaluate
+    import train
 
     env = gym.make("SpecStopRound-v0")
     env.reset(seed=0)
@@ -457,15 +457,15 @@ def test_fuzz_importers(kind: str, data: Any) -> None:
 
     if kind == "ping":
         path = scratch_file("fuzz_ping.txt", data.draw(ping_log()))
-        fn: Callable[[], Any] = lambda: import_ping(path)[0]  # noqa: E731
+        fn: Callable[[], Any] = lambda: import_ping(path)[0]
     elif kind == "fping":
         path = scratch_file("fuzz_fping.txt", data.draw(fping_log()))
-        fn = lambda: import_fping(path)[0]  # noqa: E731
+        fn = lambda: import_fping(path)[0]
     else:
         path = scratch_file("fuzz_columns.csv", data.draw(csv_columns()))
         unit = data.draw(st.sampled_from(["ms", "s", "us"]))
         state = data.draw(st.sampled_from([None, "st"]))
-        fn = lambda: import_csv_columns(path, "time", "delay", unit, unit, state_column=state)  # noqa: E731
+        fn = lambda: import_csv_columns(path, "time", "delay", unit, unit, state_column=state)
 
     def run() -> dict[str, Any]:
         tr = fn()

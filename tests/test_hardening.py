@@ -45,7 +45,7 @@ def one_line_error(err: str, prog: str) -> str:
     ("time_scale_ms", 1e-320, "time_scale_ms must be in the range"),
     ("max_draft", float("inf"), "max_draft must be an integer"),
     ("max_draft", 10**12, "max_draft must be an integer in 1..256"),
-    ("n_tokens", 10**9, "n_tokens must be an integer in 1..131072"),
+    ("n_tokens", 10**12, "n_tokens must be an integer in 1..2147483647"),
     ("jitter_slot_ms", 1e-320, "jitter_slot_ms"),
     ("bandwidth_kbps", 1e-300, "bandwidth_kbps"),
     ("name", "../../etc", "name must be"),

@@ -46,9 +46,14 @@ class Bound:
 
     def text(self) -> str:
         """``"0 <= x <= 600000 ms"``-style description."""
-        lo = f"{self.lo:g} < " if self.lo_open else f"{self.lo:g} <= "
+        lo = f"{_num(self.lo)} < " if self.lo_open else f"{_num(self.lo)} <= "
         unit = f" {self.unit}" if self.unit else ""
-        return f"{lo}x <= {self.hi:g}{unit}"
+        return f"{lo}x <= {_num(self.hi)}{unit}"
+
+
+def _num(x: float) -> str:
+    """Integers in full below 10^10, else the shortest ``%g`` form."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e10 else f"{x:g}"
 
 
 MAX_DELAY_MS = 600_000.0
@@ -85,9 +90,10 @@ BOUNDS: dict[str, Bound] = {
     "bandwidth_kbps": _KBPS,
     "max_draft": Bound(1, MAX_DRAFT, "tokens", "published drafters speculate at most a few dozen tokens; "
                        "per-position arrays stay small"),
-    "n_tokens": Bound(1, 131_072, "tokens", "the longest outputs LLM services allow (128k tokens)"),
-    "requests_per_episode": Bound(1, 100_000, "requests", "keeps one episode's wall-clock time below 2^53 ms "
-                                  "(exact float64 times)"),
+    "n_tokens": Bound(1, 2**31 - 1, "tokens", "real outputs stay below ~128k tokens; larger values stand for an "
+                      "unbounded request (the stationary regime), up to the int32 range"),
+    "requests_per_episode": Bound(1, 100_000, "requests", "a long serving session; with n_tokens it bounds "
+                                  "what one episode may ask for"),
     "alpha": Bound(0.0, 1.0, "", "a probability"),
     "profile": Bound(0.0, 1.0, "", f"probabilities, at most {MAX_DRAFT} of them"),
     "latent_tau": _LOGIT_SD,
@@ -107,8 +113,8 @@ BOUNDS: dict[str, Bound] = {
                             f"at most {MAX_DRIFT_POINTS} breakpoints"),
     "drift_period_ms": Bound(0.0, 1e10, "ms", "as the breakpoint times", lo_open=True),
     "drift_cv": Bound(0.0, MAX_CV, "", "as delay_cv (lognormal)"),
-    "jitter_slot_ms": Bound(0.01, 60_000.0, "ms", "wall-clock time / slot must fit a 64-bit index over the "
-                            "longest episode"),
+    "jitter_slot_ms": Bound(0.01, 60_000.0, "ms", "keeps the jitter's wall-clock index (time / slot) far "
+                            "inside 64 bits; a slot of a minute is already coarser than any channel's jitter"),
     "time_scale_ms": Bound(1e-3, 1e9, "ms", "reward = -step_ms / time_scale_ms stays finite and away from "
                            "float64 underflow"),
     "reference_ms_per_token": Bound(0.0, 1e7, "ms", "a rate no round time exceeds"),
@@ -194,7 +200,7 @@ def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters (huge inputs stay out of error messages)."""
     try:
         text = repr(value)
-    except Exception:  # noqa: BLE001 - a repr that fails still gets a message
+    except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "...(cut)"
 
@@ -296,7 +302,7 @@ class ScenarioConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Free-form metadata (not used by the simulator)."""
 
-    def __post_init__(self) -> None:  # noqa: C901 - one check per field, kept flat on purpose
+    def __post_init__(self) -> None:
         set_ = object.__setattr__
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ConfigError(f"name must be 1-100 characters of A-Z a-z 0-9 . _ + - not starting with '.' "
@@ -452,3 +458,12 @@ class ScenarioConfig:
 def field_names() -> list[str]:
     """Names of all overridable ScenarioConfig fields."""
     return [f.name for f in dataclasses.fields(ScenarioConfig) if f.name != "extra"]
+
+
+def bounds_markdown() -> str:
+    """The table of :data:`BOUNDS` in docs/robustness.md (a test checks that it is current)."""
+    lines = ["| field | accepted range | unit | why |", "|---|---|---|---|"]
+    for name, b in BOUNDS.items():
+        lo = "(" if b.lo_open else "["
+        lines.append(f"| `{name}` | {lo}{_num(b.lo)}, {_num(b.hi)}] | {b.unit or '-'} | {b.why} |")
+    return "\n".join(lines) + "\n"

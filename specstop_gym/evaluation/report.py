@@ -28,7 +28,14 @@ import numpy as np
 from .. import fileio
 from ..core.config import ScenarioConfig
 from ..dataset import DatasetWriter, iter_dataset
-from .metrics import add_regret, confidence_interval, final_per_seed, is_stationary, reference_rho, summarize
+from .metrics import (
+    add_regret,
+    confidence_interval,
+    final_per_seed,
+    is_stationary,
+    reference_rho,
+    summarize,
+)
 from .runner import BEST_FIXED_K, AgentRun, run_agent, run_best_fixed_k
 from .stream import ROUND_COLUMNS, RoundRecorder, Sink
 
@@ -330,7 +337,7 @@ class _Spill:
     def __enter__(self) -> _Spill:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.writer.abort()
         for p in (self.path, self.writer.tmp):
             try:
@@ -396,7 +403,7 @@ def oracle_reference(scenario: ScenarioConfig) -> dict[str, Any]:
     }
     try:
         out["mean_rtt_ms"] = float(build_channel(scenario).long_run_mean_rtt_ms())
-    except Exception:  # noqa: BLE001 - a channel without a long-run mean (e.g. unlooped drift)
+    except Exception:
         out["mean_rtt_ms"] = None
     if is_stationary(scenario):
         k, rho = stationary_reference(scenario)

@@ -22,7 +22,7 @@ from ..core.config import ScenarioConfig
 from ..core.rng import episode_keys
 from ..core.simulator import RoundResult, Simulator
 from ..scenarios import build_simulator
-from .stream import ROUND_COLUMNS, RoundRecorder, RoundStats, Sink
+from .stream import ROUND_COLUMNS, RoundRecorder, RoundStats, Sink  # noqa: F401  (ROUND_COLUMNS: re-exported)
 
 BEST_FIXED_K = "best-fixed-k"
 

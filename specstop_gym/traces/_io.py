@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -118,22 +116,11 @@ def format_number(x: float) -> str:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8, ``\\n`` line endings) to ``path`` atomically.
 
-    The text goes to a temporary file in the same directory, is flushed to disk,
-    and then replaces ``path`` with ``os.replace``: readers see either the old
-    file or the complete new one, never a partial write.
+    The project's one atomic writer (:func:`specstop_gym.fileio.atomic_write_text`): the text
+    goes to a temporary file in the same directory, is flushed to disk, and then replaces
+    ``path`` with ``os.replace``: readers see either the old file or the complete new one,
+    never a partial write.
     """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from ..fileio import atomic_write_text as _write
+
+    _write(path, text)

@@ -39,8 +39,8 @@ MAX_INTERVAL_MS = 3_600_000.0
 def check_delay_trace(trace: object) -> None:
     """Raise :class:`TraceFormatError` (file and line of the first offending sample) when a
     :class:`~specstop_gym.traces.delay.DelayTrace` exceeds the bounds of the module docstring."""
-    t = np.asarray(getattr(trace, "t_ms"))
-    r = np.asarray(getattr(trace, "rtt_ms"))
+    t = np.asarray(trace.t_ms)
+    r = np.asarray(trace.rtt_ms)
     s = getattr(trace, "state", None)
     path = getattr(trace, "path", None) or "<delay trace>"
     bad = np.flatnonzero(r > MAX_RTT_MS)

@@ -32,7 +32,13 @@ import numpy as np
 
 from ..fileio import atomic_path, disk_error_message
 from .acceptance import load_acceptance_trace
-from .bounds import MAX_DRAFT_LENGTH, MAX_INTERVAL_MS, MAX_SPAN_MS, MIN_INTERVAL_MS, check_delay_trace
+from .bounds import (
+    MAX_DRAFT_LENGTH,
+    MAX_INTERVAL_MS,
+    MAX_SPAN_MS,
+    MIN_INTERVAL_MS,
+    check_delay_trace,
+)
 from .delay import DelayTrace, load_delay_trace, write_delay_trace
 from .errors import ManifestError, TraceFormatError
 from .fit import DEFAULT_SMOOTH_MS, fit_markov_channel, write_channel_json
@@ -381,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except BrokenPipeError:  # output piped into e.g. head: not an error
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        sys.stdout = open(os.devnull, "w")
         return 0
     except TraceFormatError as exc:
         _error(str(exc))
