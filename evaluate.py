@@ -64,7 +64,7 @@ class Args:
     scenarios: list[str] = field(default_factory=lambda: ["qwen-geometric"], metadata={"metavar": "NAME"})
     """scenario presets to evaluate (one or more; a subfolder each when several)"""
     agents: list[str] = field(default_factory=lambda: list(DEFAULT_AGENTS), metadata={"metavar": "SPEC"})
-    """agent specs, name[:key=value,...] (e.g. static-k:k=4), best-fixed-k, sb3:PATH"""
+    """agent specs, name[:key=value,...] (e.g. static-k:k=4), best-fixed-k, sb3:PATH (a trained model: load trusted files only, it is unpickled)"""
     seeds: int = field(default=8, metadata={"metavar": "N"})
     """number of seeds (0..N-1); every agent sees the same seeds"""
     seed_list: list[int] | None = field(default=None, metadata={"metavar": "SEED"})
@@ -107,8 +107,10 @@ class Args:
 
 # --------------------------------------------------------------------------- CLI from the dataclass
 def build_parser(cls: type = Args) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per field of ``cls`` (help = the field's docstring)."""
-    return dataclass_parser(cls, "evaluate.py", __doc__)
+    """An argparse parser with one flag per field of ``cls`` (help = the field's docstring); the
+    epilog is the module docstring after its examples (outputs, trust, exit codes)."""
+    epilog = "\n\n".join((__doc__ or "").split("\n\n")[2:])
+    return dataclass_parser(cls, "evaluate.py", __doc__, epilog=epilog)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

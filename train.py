@@ -100,7 +100,7 @@ class TrainConfig:
     out: str | None = field(default=None, metadata={"metavar": "DIR"})
     """run folder (default: runs/<env>__<algo>__<seed>__<time>)"""
     resume: str | None = field(default=None, metadata={"metavar": "RUN_DIR"})
-    """continue the run in RUN_DIR from its last checkpoint (model, VecNormalize, step count)"""
+    """continue the run in RUN_DIR from its newest intact checkpoint (model, VecNormalize, step count); trusted runs only: their files are unpickled"""
     progress_bar: bool = False
     """show a progress bar (tqdm + rich)"""
     torch_threads: int = field(default=1, metadata={"metavar": "N"})
@@ -581,7 +581,7 @@ def final_evaluation(plan: Plan, model_path: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     comp = report.run_comparison(plan.scenario, [label, "oracle", report.BEST_FIXED_K], plan.eval_seeds,
-                                 level=plan.level, prebuilt={label: agent}, on_round=on_round)
+                                 level=plan.level, prebuilt={label: agent}, on_round=on_round, keep_rounds=False)
     elapsed = time.perf_counter() - t0
     summary = report.build_summary(comp, command=plan.command, files={"model": "model.zip", "config": "config.json"})
     summary["wall_s"] = elapsed

@@ -50,6 +50,13 @@ from specstop_gym.core.config import field_names
 from specstop_gym.traces.errors import TraceFormatError
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+try:
+    import sb3_contrib  # noqa: F401
+    import stable_baselines3  # noqa: F401
+
+    HAVE_SB3 = True
+except ImportError:  # train.py's flags need the sb3 extra; the other targets do not
+    HAVE_SB3 = False
 TIME_LIMIT_S = 2.0
 MEMORY_LIMIT = 1 << 30
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -146,15 +153,17 @@ def _warm_and_report() -> Iterator[None]:
     env.reset(seed=0)
     env.step(0)
     # import everything the boundaries load lazily (an import cut by the alarm would break later ones)
-    import torch  # noqa: F401
-
     from specstop_gym.traces import cli  # noqa: F401
-    from specstop_gym.training.hyperparams import ALGORITHM_INFO
 
-    for info in ALGORITHM_INFO.values():
-        info.load_class()
-    config, explicit = train.parse_args(["--out", str(SCRATCH / "warm")])
-    train.prepare(config, explicit, "warm-up")
+    if HAVE_SB3:
+        import torch  # noqa: F401
+
+        from specstop_gym.training.hyperparams import ALGORITHM_INFO
+
+        for info in ALGORITHM_INFO.values():
+            info.load_class()
+        config, explicit = train.parse_args(["--out", str(SCRATCH / "warm")])
+        train.prepare(config, explicit, "warm-up")
     evaluate.validate(evaluate.parse_args(["--agents", "static-k", "--out", str(SCRATCH / "warm-eval")]))
     _mini_simulation(specstop_gym.make_scenario("qwen-geometric"))
     yield
@@ -573,6 +582,8 @@ def test_fuzz_evaluate_flags(args: tuple[list[str], list[str]]) -> None:
 @FUZZ
 @given(args=flag_args(TRAIN_FLAGS))
 def test_fuzz_train_flags(args: tuple[list[str], list[str]]) -> None:
+    if not HAVE_SB3:
+        pytest.skip("train.py needs the sb3 extra")
     import train
     from specstop_gym.cli import UsageError
 

@@ -375,3 +375,15 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path: Path, small
     cfg = json.loads((copy / "config.json").read_text())
     assert cfg["status"] == "finished" and cfg["num_timesteps"] >= 192
     assert [h["from_steps"] for h in cfg["history"]] == [0, 64]
+
+
+def test_help_and_docs_say_trusted_files_only(evaluate_module) -> None:
+    import train
+
+    text = evaluate_module.build_parser().format_help()
+    assert "sb3:PATH" in text and "load only files you trust" in text
+    text = train.build_parser().format_help()
+    assert "--resume" in text and "resume only run folders you trust" in text
+    for doc in ("README.md", "docs/evaluation.md", "docs/training.md", "docs/robustness.md"):
+        body = (ROOT / doc).read_text().lower()
+        assert "trusted files only" in body or "trusted runs only" in body, doc

@@ -598,7 +598,7 @@ def test_cli_summary_refuses_bad_detector_flags(flag: str, value: str, capsys: p
     shipped = str(data_path("delay/synthetic_wifi_jitter.csv"))
     assert cli_main(["summary", shipped, flag, value]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {flag} must be") and "\n" not in err
+    assert err.startswith(f"python -m specstop_gym.traces: error: {flag} must be") and "\n" not in err
 
 
 def test_summary_and_plot(tmp_path: Path) -> None:
