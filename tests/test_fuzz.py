@@ -354,17 +354,18 @@ def acceptance_jsonl(draw: Any) -> bytes:
             rec["verify_ms"] = draw(st.floats(0, 1e3))
         lines.append(json.dumps(rec))
     if not clean:
-        for _ in range(draw(st.integers(1, 2))):
+        mutate, junk = draw(st.sampled_from([(1, 0), (0, 1), (1, 1), (2, 0)]))
+        for _ in range(mutate):  # a record's field set to an arbitrary JSON value
             j = draw(st.integers(1, len(lines) - 1))
-            if draw(st.integers(0, 2)):
-                rec = json.loads(lines[j])
-                rec[draw(st.sampled_from(["run_length", "censored", "draft_length", "draft_ms", "verify_ms",
-                                          "confidences", "extra"]))] = draw(json_values)
-                lines[j] = json.dumps(rec)
-            else:
-                lines.insert(j, draw(st.sampled_from(
-                    ["{", "NaN", '{"run_length": 1, "run_length": 2}', "[" * 5000, '{"draft_length": 1e999}',
-                     '{"x": ' + "1" * 5000 + "}", '{"run_length": 0, "censored": false, "draft_length": 1025}'])))
+            rec = json.loads(lines[j])
+            rec[draw(st.sampled_from(["run_length", "censored", "draft_length", "draft_ms", "verify_ms",
+                                      "confidences", "extra"]))] = draw(json_values)
+            lines[j] = json.dumps(rec)
+        for _ in range(junk):  # then a line that is not a record at all
+            j = draw(st.integers(1, len(lines)))
+            lines.insert(j, draw(st.sampled_from(
+                ["{", "NaN", '{"run_length": 1, "run_length": 2}', "[" * 5000, '{"draft_length": 1e999}',
+                 '{"x": ' + "1" * 5000 + "}", '{"run_length": 0, "censored": false, "draft_length": 1025}'])))
     return ("\n".join(lines) + "\n").encode()
 
 
