@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import specstop_gym  # noqa: F401  (registers the environments)
+from specstop_gym.dataset import read_dataset
 from specstop_gym.traces import AcceptanceTrace, DelayTrace, write_acceptance_trace, write_delay_trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,13 +75,9 @@ def test_real_traces_drive_an_evaluation(tmp_path: Path, name: str) -> None:
     assert summary["scenario"]["config"]["delay_trace"] == str(trace)
     lat = summary["agents"]["ucb-specstop"]["per_token_latency_ms"]["mean"]
     assert np.isfinite(lat) and lat > 0
-    rtt = np.loadtxt(out / "rounds.csv", delimiter=",", skiprows=1, usecols=_column(out / "rounds.csv", "rtt_ms"))
+    rtt = read_dataset(out / summary["files"]["rounds"], columns=["rtt_ms"])["rtt_ms"]
     lo, hi = (12.0, 271.0) if name.startswith("nr5g") else (106.0, 388.0)  # the traces' min / max (README)
     assert rtt.min() >= lo and rtt.max() <= hi
-
-
-def _column(csv: Path, name: str) -> int:
-    return csv.read_text().splitlines()[0].split(",").index(name)
 
 
 def test_user_traces_drive_evaluate_and_train(tmp_path: Path) -> None:
