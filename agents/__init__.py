@@ -5,7 +5,7 @@ from .base import Agent, RoundContext, RoundFeedback, TokenContext, validate_k
 from .contextual_ucb import ContextualUCB
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
-from .oracle_agent import OracleAgent
+from .oracle_agent import LocalOracle, OracleAgent
 from .registry import (
     AGENTS,
     RUNNER_NAMES,
@@ -25,6 +25,7 @@ __all__ = [
     "CensoredAcceptance",
     "ContextualUCB",
     "HeuristicSchedule",
+    "LocalOracle",
     "NaiveUCB",
     "OracleAgent",
     "RoundContext",

@@ -14,8 +14,9 @@ token-level runner can ask only the rows that are mid-round.
   measures: ``k``, accepted count, tokens, round time, rtt, and the channel state
   when the scenario makes it observable (else -1).
 
-Contexts also carry ``true_state`` and ``true_mean_rtt_ms``: ground truth that only
-clairvoyant oracles may read (documented per agent).
+Contexts also carry ``true_state``, ``true_mean_rtt_ms`` and ``true_trace_offset_ms``: ground
+truth that only clairvoyant oracles (``uses_ground_truth = True``: ``oracle``, ``local-oracle``)
+may read (documented per agent).
 
 Randomness: an agent that needs any draws uses ``self.rng``, a generator seeded from
 the ``seed`` it is given; never the global numpy generator.
@@ -43,6 +44,7 @@ class RoundContext:
     true_state: np.ndarray  # ground truth: oracles only
     true_mean_rtt_ms: np.ndarray  # ground truth: oracles only
     observation: np.ndarray | None = None  # the environment's observation rows (learned policies)
+    true_trace_offset_ms: np.ndarray | None = None  # ground truth: the episode's trace offset (oracles only)
 
 
 @dataclass

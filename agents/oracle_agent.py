@@ -1,4 +1,4 @@
-"""The clairvoyant oracle as an agent (SPEC 4, "oracle")."""
+"""The clairvoyant oracles as agents (SPEC 4): ``oracle`` and ``local-oracle``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from specstop_gym.core.config import ScenarioConfig
-from specstop_gym.oracle import MarkovDPSolution, optimal_k_for_costs, solve_markov_dp
-from specstop_gym.scenarios import build_acceptance
+from specstop_gym.oracle import (
+    MarkovDPSolution,
+    optimal_k_for_costs,
+    solve_markov_dp,
+    solve_markov_dp_episode,
+)
+from specstop_gym.path_oracle import PathDPSolution, path_from_channel, solve_path_dp
+from specstop_gym.scenarios import build_acceptance, build_channel
 
-from .base import Agent, RoundContext
+from .base import Agent, RoundContext, RoundFeedback, TokenContext
 from .ucb_specstop import batch_optimal_k
 
-__all__ = ["OracleAgent"]
+__all__ = ["LocalOracle", "OracleAgent", "default_grid_ms"]
 
 
 @functools.lru_cache(maxsize=16)
@@ -28,41 +34,223 @@ def _markov_dp(survival: tuple[float, ...], n_tokens: int, generator: Any, rtt_m
         verify_per_token_ms=verify_per_token_ms, bandwidth_kbps=bandwidth, bytes_per_token=bytes_per_token)
 
 
+def _survival(scenario: ScenarioConfig) -> np.ndarray:
+    return np.asarray(build_acceptance(scenario).survival(scenario.max_draft), dtype=np.float64)
+
+
+def _tx_per_token_ms(scenario: ScenarioConfig) -> float:
+    if scenario.bandwidth_kbps is None or scenario.bytes_per_token == 0:
+        return 0.0
+    return scenario.bytes_per_token * 8.0 / scenario.bandwidth_kbps
+
+
+@functools.lru_cache(maxsize=8)
+def _episode_markov_dp(scenario: ScenarioConfig) -> tuple[MarkovDPSolution, ...]:
+    """The chained per-request DPs of a whole episode (``markov``, and ``constant``/``iid`` as one state)."""
+    s = _survival(scenario)
+    if scenario.channel == "markov":
+        bandwidth = scenario.markov_bandwidth_kbps
+        sols = solve_markov_dp_episode(
+            s, n_tokens=scenario.n_tokens, n_requests=scenario.requests_per_episode,
+            generator_per_ms=scenario.markov_generator_per_ms, rtt_mean_ms=scenario.markov_rtt_mean_ms,
+            rtt_cv=scenario.markov_rtt_cv, draft_ms=scenario.draft_ms, verify_base_ms=scenario.verify_base_ms,
+            verify_per_token_ms=scenario.verify_per_token_ms, bandwidth_kbps=bandwidth,
+            bytes_per_token=scenario.bytes_per_token)
+        return tuple(sols)
+    # constant / iid: the rtt of every round is a fresh draw with the same mean, so the state is
+    # the tokens left alone, and every request has the same table (time and history carry nothing)
+    sol = solve_markov_dp(s, n_tokens=scenario.n_tokens, generator_per_ms=[[0.0]], rtt_mean_ms=scenario.delay_ms,
+                          rtt_cv=0.0, draft_ms=scenario.draft_ms, verify_base_ms=scenario.verify_base_ms,
+                          verify_per_token_ms=scenario.verify_per_token_ms + _tx_per_token_ms(scenario))
+    return (sol,)
+
+
+def default_grid_ms(scenario: ScenarioConfig) -> float:
+    """The path oracle's default time step (ms): ``draft_ms / 2``, at most 10 ms (docs/model.md,
+    "Discretisation", measures the refinement)."""
+    return min(10.0, scenario.draft_ms / 2.0)
+
+
+@functools.lru_cache(maxsize=4)
+def _drift_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int) -> PathDPSolution:
+    """One path DP serves every seed of a drift scenario (the schedule does not depend on the seed)."""
+    return _solve_path(scenario, path_from_channel(build_channel(scenario)), grid_ms, jitter_nodes)
+
+
+def _solve_path(scenario: ScenarioConfig, path: Any, grid_ms: float, jitter_nodes: int) -> PathDPSolution:
+    return solve_path_dp(_survival(scenario), path, n_tokens=scenario.n_tokens,
+                         n_requests=scenario.requests_per_episode, draft_ms=scenario.draft_ms,
+                         verify_base_ms=scenario.verify_base_ms, verify_per_token_ms=scenario.verify_per_token_ms,
+                         tx_per_token_ms=_tx_per_token_ms(scenario), grid_ms=grid_ms, jitter_nodes=jitter_nodes)
+
+
 class OracleAgent(Agent):
-    """``oracle``: knows the acceptance process and the channel model (reads ground truth).
+    """``oracle``: the clairvoyant optimum of SPEC 4; the reference of regret and gaps.
 
-    ``uses_ground_truth = True``: it reads ``ctx.true_state`` (Markov channels) and
-    ``ctx.true_mean_rtt_ms`` (drift and trace channels), which no online agent
-    may read. Survival ``S = build_acceptance(scenario).survival(max_draft)``
-    (exact), ``c = scenario.marginal_cost_ms``.
+    Knows the acceptance process (the exact survival ``S_1..S_K`` of
+    ``build_acceptance(scenario)``) and the channel model, not the random draws. It is optimal
+    for the whole episode (``requests_per_episode`` requests of ``n_tokens`` tokens back to
+    back), over round-level policies that may read the ground truth:
 
-    Rule, by channel kind (SPEC 4):
+    * ``constant`` / ``iid``: the finite-horizon DP over the tokens left
+      (:func:`specstop_gym.oracle.solve_markov_dp` with one state): the stationary ``k*`` while
+      many tokens are left, shorter drafts near the end of a request (tokens past the request's
+      end are worth nothing). The rtt of each round is a fresh draw, so nothing else matters.
+    * ``markov``: the DP over (tokens left, channel state) chained over the requests
+      (:func:`specstop_gym.oracle.solve_markov_dp_episode`); reads ``ctx.true_state``.
+    * ``drift`` / ``trace``: the DP over (wall-clock time, progress) on the known delay path
+      (:func:`specstop_gym.path_oracle.solve_path_dp`): the schedule (one DP for all seeds), or
+      the replayed file from the episode's own offset (one DP per offset, read from
+      ``ctx.true_trace_offset_ms``), with the per-round jitter and the acceptance in expectation.
 
-    * ``constant`` / ``iid``: the stationary optimum
-      ``k* = argmin_k (k * c + B) / (1 + sum_{i<=k} S_i)`` with
-      ``B = delay_ms + verify_base_ms`` (:func:`specstop_gym.oracle.optimal_k_for_costs`),
-      the same every round. (With a finite request this is the long-run optimum,
-      not the finite-horizon one; SPEC 4 names it as the oracle.)
-    * ``markov``: the finite-horizon dynamic program over (tokens left, channel
-      state) of :func:`specstop_gym.oracle.solve_markov_dp`, solved once for
-      ``n_tokens`` with the scenario's generator, per-state rtt means, cvs and
-      bandwidths; the round's draft is ``k_table[tokens_left, true_state]``.
-    * ``drift`` / ``trace``: the local optimum at this moment's mean rtt,
-      ``k*(true_mean_rtt_ms + verify_base_ms)``, per run (vectorised
-      :func:`~agents.ucb_specstop.batch_optimal_k`).
+    At the token level with a confidence signal on latent acceptance it stops by the Bayes rule
+    of :mod:`specstop_gym.signal_oracle` (added in :class:`OracleAgent` only when the signal
+    informs; see ``should_stop``); otherwise it plans ``k`` at the round start and stops there.
 
-    Parameters: none.
+    ``uses_ground_truth = True``. It tracks each run's progress (tokens committed in the
+    episode, modulo the episode's tokens) from ``update``; it must see every round's feedback,
+    as the runner gives it (a mismatch with ``ctx.tokens_left`` raises ValueError).
 
-    Source: SPEC section 4 and :mod:`specstop_gym.oracle` (renewal-reward optimum,
-    Dinkelbach threshold form, Markov DP).
+    Parameters:
+        grid_ms (float, default :func:`default_grid_ms`): time step of the path DP (ms); the
+            step used is the largest divisor of ``draft_ms`` not above it.
+        jitter_nodes (int, default 5): Gauss-Hermite nodes for the drift's jitter.
+
+    Source: SPEC section 4; :mod:`specstop_gym.oracle`, :mod:`specstop_gym.path_oracle`.
     """
 
     name: ClassVar[str] = "oracle"
     uses_ground_truth: ClassVar[bool] = True
 
+    def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
+                 grid_ms: float | None = None, jitter_nodes: int = 5, **params: Any) -> None:
+        super().__init__(scenario, n_runs, seed, **params)
+        if grid_ms is None:
+            grid_ms = default_grid_ms(scenario)
+        if isinstance(grid_ms, bool) or not isinstance(grid_ms, (int, float)) or not 0 < float(grid_ms) <= 1e6:
+            raise ValueError(f"grid_ms must be a number in (0, 1e6] (ms), got {grid_ms!r}")
+        if isinstance(jitter_nodes, bool) or not isinstance(jitter_nodes, (int, np.integer)) or not 1 <= jitter_nodes <= 64:
+            raise ValueError(f"jitter_nodes must be an integer in 1..64, got {jitter_nodes!r}")
+        self.grid_ms = float(grid_ms)
+        self.jitter_nodes = int(jitter_nodes)
+        self.n_tokens = scenario.n_tokens
+        self.mode = {"constant": "finite-horizon", "iid": "finite-horizon", "markov": "markov",
+                     "drift": "path", "trace": "path"}[scenario.channel]
+        self._tables: tuple[MarkovDPSolution, ...] = ()
+        self._drift: PathDPSolution | None = None
+        self._trace: dict[float, PathDPSolution] = {}
+        self._trace_channel: Any = None
+        if self.mode in ("finite-horizon", "markov"):
+            self._tables = _episode_markov_dp(scenario)
+        elif scenario.channel == "drift":
+            self._drift = _drift_dp(scenario, self.grid_ms, self.jitter_nodes)
+        else:
+            self._trace_channel = build_channel(scenario)
+        self._progress = np.zeros(self.n_runs, np.int64)
+
+    def reset(self) -> None:
+        super().reset()
+        self._progress[:] = 0
+
+    def update(self, feedback: RoundFeedback) -> None:
+        np.add.at(self._progress, np.asarray(feedback.rows, dtype=np.int64), np.asarray(feedback.tokens, np.int64))
+
+    def _checked_progress(self, ctx: RoundContext) -> np.ndarray:
+        # an episode commits exactly L tokens, so a run that goes on into a new episode (as in a
+        # loop over episodes without reset) is at progress 0 again: count modulo L
+        levels = self.n_tokens * self.scenario.requests_per_episode
+        p = self._progress[np.asarray(ctx.rows, dtype=np.int64)] % levels
+        left = np.asarray(ctx.tokens_left, dtype=np.int64)
+        if (self.n_tokens - p % self.n_tokens != left).any():
+            raise ValueError("oracle: its count of committed tokens disagrees with tokens_left; it must get "
+                             "update() after every round of its runs (and reset() before new episodes)")
+        return p
+
+    def path_solution(self, offset_ms: float = 0.0) -> PathDPSolution:
+        """The path DP this agent plays (drift: the one of the scenario; trace: the one of ``offset_ms``)."""
+        if self._drift is not None:
+            return self._drift
+        if self._trace_channel is None:
+            raise ValueError(f"oracle: no path DP on a {self.scenario.channel!r} channel")
+        key = float(offset_ms)
+        sol = self._trace.get(key)
+        if sol is None:
+            sol = _solve_path(self.scenario, path_from_channel(self._trace_channel, key), self.grid_ms,
+                              self.jitter_nodes)
+            self._trace[key] = sol
+        return sol
+
+    def choose_k(self, ctx: RoundContext) -> np.ndarray:
+        p = self._checked_progress(ctx)
+        if self.mode == "finite-horizon":
+            table = self._tables[0].k_table
+            return table[np.asarray(ctx.tokens_left, dtype=np.int64), 0].astype(np.int64)
+        if self.mode == "markov":
+            state = np.asarray(ctx.true_state, dtype=np.int64)
+            m = self._tables[0].n_states
+            if (state < 0).any() or (state >= m).any():
+                raise ValueError(f"oracle: true_state {state!r} outside 0..{m - 1}")
+            req = p // self.n_tokens
+            left = np.asarray(ctx.tokens_left, dtype=np.int64)
+            return np.array([self._tables[r].k_table[n, s] for r, n, s in zip(req, left, state)], dtype=np.int64)
+        t = np.asarray(ctx.time_ms, dtype=np.float64)
+        if self._drift is not None:
+            return self._drift.k(p, t)
+        if ctx.true_trace_offset_ms is None:
+            raise ValueError("oracle: a trace channel needs ctx.true_trace_offset_ms (the runner provides it)")
+        offsets = np.asarray(ctx.true_trace_offset_ms, dtype=np.float64)
+        out = np.empty(len(p), np.int64)
+        for off in np.unique(offsets):
+            sel = offsets == off
+            out[sel] = self.path_solution(float(off)).k(p[sel], t[sel])
+        return out
+
+    def should_stop(self, ctx: TokenContext) -> np.ndarray:
+        return super().should_stop(ctx)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "mode": self.mode}
+        if self.mode == "path":
+            out["grid_ms"] = self.grid_ms
+            out["jitter_nodes"] = self.jitter_nodes
+            if self._drift is not None:
+                out["dp"] = self._drift.describe()
+            else:
+                out["dp_per_offset"] = {f"{k:.6f}": v.describe() for k, v in self._trace.items()}
+        return out
+
+
+class LocalOracle(Agent):
+    """``local-oracle``: the per-round rule ``k*(mean rtt at this moment)`` (reads ground truth).
+
+    A useful comparison, not an optimum: under per-round jitter a fixed ``k`` beats it (the
+    current rtt cancels out of the optimal ``k``, SPEC 4), and it ignores the end of a request.
+    ``uses_ground_truth = True``: it reads ``ctx.true_state`` (Markov channels) and
+    ``ctx.true_mean_rtt_ms`` (drift and trace channels). Survival
+    ``S = build_acceptance(scenario).survival(max_draft)`` (exact), ``c = scenario.marginal_cost_ms``.
+
+    Rule, by channel kind:
+
+    * ``constant`` / ``iid``: the stationary optimum
+      ``k* = argmin_k (k * c + B) / (1 + sum_{i<=k} S_i)`` with ``B = delay_ms + verify_base_ms``
+      (:func:`specstop_gym.oracle.optimal_k_for_costs`), the same every round.
+    * ``markov``: the per-request DP over (tokens left, channel state) of
+      :func:`specstop_gym.oracle.solve_markov_dp` (each request solved alone), at the true state.
+    * ``drift`` / ``trace``: the local optimum at this moment's mean rtt,
+      ``k*(true_mean_rtt_ms + verify_base_ms)``, per run (vectorised
+      :func:`~agents.ucb_specstop.batch_optimal_k`).
+
+    Parameters: none. This was the project's ``oracle`` before the path DP (issue 11).
+
+    Source: SPEC section 4 and :mod:`specstop_gym.oracle`.
+    """
+
+    name: ClassVar[str] = "local-oracle"
+    uses_ground_truth: ClassVar[bool] = True
+
     def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0, **params: Any) -> None:
         super().__init__(scenario, n_runs, seed, **params)
-        self.survival = np.asarray(build_acceptance(scenario).survival(self.max_draft), dtype=np.float64)
+        self.survival = _survival(scenario)
         self.marginal_cost_ms = float(scenario.marginal_cost_ms)
         self.mode = {"constant": "stationary", "iid": "stationary", "markov": "markov"}.get(
             scenario.channel, "local")
@@ -89,7 +277,7 @@ class OracleAgent(Agent):
             left = np.clip(np.asarray(ctx.tokens_left, dtype=np.int64), 1, table.shape[0] - 1)
             state = np.asarray(ctx.true_state, dtype=np.int64)
             if (state < 0).any() or (state >= table.shape[1]).any():
-                raise ValueError(f"oracle: true_state {state!r} outside 0..{table.shape[1] - 1}")
+                raise ValueError(f"local-oracle: true_state {state!r} outside 0..{table.shape[1] - 1}")
             return table[left, state].astype(np.int64)
         fixed = np.asarray(ctx.true_mean_rtt_ms, dtype=np.float64) + self.scenario.verify_base_ms
         return batch_optimal_k(self.survival, self.marginal_cost_ms, fixed)

@@ -20,7 +20,7 @@ from .base import Agent
 from .contextual_ucb import ContextualUCB
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
-from .oracle_agent import OracleAgent
+from .oracle_agent import LocalOracle, OracleAgent
 from .specdec_pp import SpecDecPP
 from .static_k import StaticK
 from .ucb_specstop import UCBSpecStop
@@ -29,7 +29,8 @@ __all__ = ["AGENTS", "RUNNER_NAMES", "agent_names", "make_agent", "parse_agent_s
 
 AGENTS: dict[str, type[Agent]] = {
     cls.name: cls
-    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, OracleAgent)
+    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, OracleAgent,
+                LocalOracle)
 }
 """Every online agent by its ``name``."""
 

@@ -104,6 +104,7 @@ __all__ = [
     "per_token_latency",
     "rho_curve",
     "solve_markov_dp",
+    "solve_markov_dp_episode",
     "stationary_distribution",
     "threshold_k",
 ]
@@ -558,11 +559,14 @@ def _markov_round_model(
 
 
 def _backward(
-    e_time: np.ndarray, p_next: np.ndarray, pmf: np.ndarray, n_tokens: int, fixed_k: int | None
+    e_time: np.ndarray, p_next: np.ndarray, pmf: np.ndarray, n_tokens: int, fixed_k: int | None,
+    terminal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Backward induction over tokens left; optimal (or fixed) k per (n, s)."""
+    """Backward induction over tokens left; optimal (or fixed) k per (n, s); ``V(0, s) = terminal``."""
     kmax, m = e_time.shape
     value = np.zeros((n_tokens + 1, m))
+    if terminal is not None:
+        value[0] = terminal
     k_table = np.zeros((n_tokens + 1, m), dtype=np.int64)
     gained = np.arange(1, kmax + 2)  # A + 1 for A = 0..K
     if fixed_k is not None:
@@ -592,10 +596,13 @@ def solve_markov_dp(
     bandwidth_kbps: Any = None,
     bytes_per_token: float = 0.0,
     quadrature_points: int = 32,
+    terminal_value_ms: Any = None,
 ) -> MarkovDPSolution:
     """Finite-horizon DP for a Markov-modulated channel with observed state (CSI).
 
-    ``V(n, s) = min_{k=1..K} E[T_k + V(n - min(A + 1, n), s')]``, ``V(0, s) = 0``,
+    ``V(n, s) = min_{k=1..K} E[T_k + V(n - min(A + 1, n), s')]``, ``V(0, s) = 0`` (or
+    ``terminal_value_ms[s]``: the value of what follows the request, e.g. the next request's
+    ``value_ms[n_tokens]``, which chains the requests of an episode exactly),
     with round time ``T_k = k*draft_ms + rtt + verify_base_ms +
     k*verify_per_token_ms + k*bytes_per_token*8/bandwidth_kbps[s1]`` (ms), where
     ``s1`` is the state at sending (after ``k*draft_ms`` ms of drafting) and
@@ -613,6 +620,7 @@ def solve_markov_dp(
             transmission time.
         bytes_per_token: payload bytes per drafted token.
         quadrature_points: Gauss-Hermite nodes for the lognormal rtt.
+        terminal_value_ms: ``V(0, s)`` per state (ms), default 0.
 
     Returns:
         :class:`MarkovDPSolution` (``k_table``, ``value_ms``, ``k(n, s)``).
@@ -630,11 +638,54 @@ def solve_markov_dp(
         bytes_per_token=bytes_per_token,
         quadrature_points=quadrature_points,
     )
-    value, k_table = _backward(e_time, p_next, pmf, n, None)
+    terminal = None
+    if terminal_value_ms is not None:
+        terminal = _as_state_array(terminal_value_ms, "terminal_value_ms", q.shape[0])
+    value, k_table = _backward(e_time, p_next, pmf, n, None, terminal)
     q = q.copy()
     for arr in (value, k_table, q):
         arr.flags.writeable = False
     return MarkovDPSolution(k_table=k_table, value_ms=value, generator_per_ms=q)
+
+
+def solve_markov_dp_episode(
+    survival: Any,
+    *,
+    n_tokens: int,
+    n_requests: int,
+    generator_per_ms: Any,
+    rtt_mean_ms: Any,
+    rtt_cv: Any,
+    draft_ms: float,
+    verify_base_ms: float,
+    verify_per_token_ms: float,
+    bandwidth_kbps: Any = None,
+    bytes_per_token: float = 0.0,
+    quadrature_points: int = 32,
+) -> list[MarkovDPSolution]:
+    """:func:`solve_markov_dp` for a whole episode of ``n_requests`` requests back to back.
+
+    Request ``r`` is solved with ``V_r(0, s) = V_{r+1}(n_tokens, s)`` (the channel state a
+    request ends in is the state the next one starts in), the last with ``V(0, s) = 0``; so
+    entry ``r`` of the returned list is the exact optimum for request ``r`` of the episode
+    (the round model is computed once). ``[0].value_ms[n_tokens]`` is the expected episode time.
+    """
+    nr = _as_int(n_requests, "n_requests", 1)
+    n = _as_int(n_tokens, "n_tokens", 1)
+    q, e_time, p_next, pmf = _markov_round_model(
+        survival, generator_per_ms=generator_per_ms, rtt_mean_ms=rtt_mean_ms, rtt_cv=rtt_cv,
+        draft_ms=draft_ms, verify_base_ms=verify_base_ms, verify_per_token_ms=verify_per_token_ms,
+        bandwidth_kbps=bandwidth_kbps, bytes_per_token=bytes_per_token, quadrature_points=quadrature_points)
+    out: list[MarkovDPSolution] = []
+    terminal = None
+    for _ in range(nr):
+        value, k_table = _backward(e_time, p_next, pmf, n, None, terminal)
+        terminal = value[n].copy()
+        gen = q.copy()
+        for arr in (value, k_table, gen):
+            arr.flags.writeable = False
+        out.append(MarkovDPSolution(k_table=k_table, value_ms=value, generator_per_ms=gen))
+    return out[::-1]
 
 
 def expected_request_time_fixed_k(

@@ -18,6 +18,7 @@ from agents import (
     Agent,
     ContextualUCB,
     HeuristicSchedule,
+    LocalOracle,
     OracleAgent,
     RoundContext,
     RoundFeedback,
@@ -58,7 +59,7 @@ def round_context(sim, cfg, rows: np.ndarray) -> RoundContext:
         tokens_left=sim.tokens_left[rows].copy(), time_ms=sim.t_ms[rows].copy(),
         true_state=sim.csi[rows].copy(),
         true_mean_rtt_ms=np.asarray(sim.channel.mean_rtt_ms(sim.rows, rows, sim.t_ms[rows], sim.csi[rows]),
-                                    dtype=float))
+                                    dtype=float), true_trace_offset_ms=sim.rows.offset_ms[rows].copy())
 
 
 def feedback(res, cfg) -> RoundFeedback:
@@ -292,9 +293,20 @@ def test_oracle_stationary_k_star(scenario: str) -> None:
         survival = build_acceptance(cfg).survival(cfg.max_draft)
         k_star, _ = optimal_draft_length(survival, draft_ms=cfg.draft_ms, verify_base_ms=cfg.verify_base_ms,
                                          verify_per_token_ms=cfg.verify_per_token_ms, delay_ms=cfg.delay_ms)
-        agent = OracleAgent(cfg, n_runs=3)
-        assert agent.uses_ground_truth
-        assert (drive(agent, cfg, 3, 50).k == k_star).all()
+        local = LocalOracle(cfg, n_runs=3)
+        assert local.uses_ground_truth
+        assert (drive(local, cfg, 3, 50).k == k_star).all()
+        # the oracle: the finite-horizon DP over tokens left (one channel state), which is k* while
+        # many tokens are left and differs near the end of a request (one token left: k = 1)
+        sol = solve_markov_dp(survival, n_tokens=cfg.n_tokens, generator_per_ms=[[0.0]], rtt_mean_ms=cfg.delay_ms,
+                              rtt_cv=0.0, draft_ms=cfg.draft_ms, verify_base_ms=cfg.verify_base_ms,
+                              verify_per_token_ms=cfg.verify_per_token_ms)
+        oracle = OracleAgent(cfg, n_runs=3)
+        assert oracle.uses_ground_truth
+        tr = drive(oracle, cfg, 3, 50)
+        np.testing.assert_array_equal(tr.k, sol.k_table[tr.tokens_left, 0])
+        assert (tr.k[tr.tokens_left > 3 * cfg.max_draft] == k_star).all()
+        assert sol.k_table[1, 0] == 1
 
 
 def test_oracle_follows_the_markov_dp() -> None:
@@ -309,10 +321,10 @@ def test_oracle_follows_the_markov_dp() -> None:
     assert len(np.unique(tr.k)) > 1  # state- and horizon-dependent
 
 
-def test_oracle_local_optimum_under_drift() -> None:
+def test_local_oracle_local_optimum_under_drift() -> None:
     cfg = make_scenario("drift", n_tokens=100_000)
     survival = build_acceptance(cfg).survival(cfg.max_draft)
-    tr = drive(OracleAgent(cfg, n_runs=2), cfg, 2, 1500)
+    tr = drive(LocalOracle(cfg, n_runs=2), cfg, 2, 1500)
     for r in range(0, 1500, 7):
         for j in range(2):
             k, _ = optimal_draft_length(survival, draft_ms=cfg.draft_ms, verify_base_ms=cfg.verify_base_ms,
@@ -362,7 +374,7 @@ def test_command_line_values_parse_the_same_for_specs_set_and_hyperparams(text: 
 
 def test_registry_names_and_specs() -> None:
     assert agent_names() == ["static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop",
-                             "contextual-ucb", "oracle"]
+                             "contextual-ucb", "oracle", "local-oracle"]
     assert all(AGENTS[n].name == n for n in agent_names())
     assert parse_agent_spec("static-k:k=4,foo=0.5") == ("static-k", {"k": 4, "foo": 0.5})
     assert parse_agent_spec("ucb-specstop:beta=1e-1,rtt_halflife=none") == (

@@ -71,7 +71,7 @@ def _contexts(sim: Simulator, rows: np.ndarray, observable: bool, token_level: b
     true_mean = sim.channel.mean_rtt_ms(sim.rows, rows, sim.t_ms[rows], sim.csi[rows])
     return RoundContext(rows=rows, last_rtt_ms=sim.last_rtt_ms[rows], csi=csi, tokens_left=sim.tokens_left[rows],
                         time_ms=sim.t_ms[rows], true_state=sim.csi[rows], true_mean_rtt_ms=np.asarray(true_mean),
-                        observation=sim.observe(token_level)[rows])
+                        observation=sim.observe(token_level)[rows], true_trace_offset_ms=sim.rows.offset_ms[rows])
 
 
 def _feedback(r: RoundResult, observable: bool):
