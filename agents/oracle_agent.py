@@ -16,6 +16,8 @@ from specstop_gym.oracle import (
 )
 from specstop_gym.path_oracle import PathDPSolution, path_from_channel, solve_path_dp
 from specstop_gym.scenarios import build_acceptance, build_channel
+from specstop_gym.signal_oracle import (LatentSignalModel, dinkelbach_lambda, observation_from_confidence,
+                                        should_continue)
 
 from .base import Agent, RoundContext, RoundFeedback, TokenContext
 from .ucb_specstop import batch_optimal_k
@@ -71,6 +73,29 @@ def default_grid_ms(scenario: ScenarioConfig) -> float:
     return min(10.0, scenario.draft_ms / 2.0)
 
 
+def signal_model(scenario: ScenarioConfig) -> LatentSignalModel | None:
+    """The latent model of the confidence signal when it informs the stopping decision: latent
+    acceptance with a signal (profile and geometric acceptance: the signal is noise around a
+    constant, independent of the draws; see :mod:`specstop_gym.signal_oracle`), else None."""
+    if scenario.acceptance != "latent" or scenario.confidence_sigma is None:
+        return None
+    assert scenario.profile is not None
+    return LatentSignalModel.from_profile(scenario.profile, scenario.max_draft, tau=scenario.latent_tau,
+                                          eps_sigma=scenario.latent_eps_sigma,
+                                          signal_sigma=scenario.confidence_sigma)
+
+
+@functools.lru_cache(maxsize=8)
+def _signal_lambda(scenario: ScenarioConfig, lookahead: int) -> dict[str, Any]:
+    """Dinkelbach's fixed point of the signal rule on a stationary channel (B = mean rtt + verify base)."""
+    model = signal_model(scenario)
+    assert model is not None
+    c = scenario.marginal_cost_ms
+    b = scenario.delay_ms + scenario.verify_base_ms
+    start = optimal_k_for_costs(_survival(scenario), c, b)[1]
+    return dinkelbach_lambda(model, cost_ms=c, fixed_cost_ms=b, lookahead=lookahead, start=start)
+
+
 @functools.lru_cache(maxsize=4)
 def _drift_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int) -> PathDPSolution:
     """One path DP serves every seed of a drift scenario (the schedule does not depend on the seed)."""
@@ -103,9 +128,14 @@ class OracleAgent(Agent):
       the replayed file from the episode's own offset (one DP per offset, read from
       ``ctx.true_trace_offset_ms``), with the per-round jitter and the acceptance in expectation.
 
-    At the token level with a confidence signal on latent acceptance it stops by the Bayes rule
-    of :mod:`specstop_gym.signal_oracle` (added in :class:`OracleAgent` only when the signal
-    informs; see ``should_stop``); otherwise it plans ``k`` at the round start and stops there.
+    At the token level, with a confidence signal on latent acceptance and a stationary channel
+    (``constant``/``iid``), it stops by the Bayes rule of :mod:`specstop_gym.signal_oracle`:
+    after drafting ``j`` tokens it drafts another iff ``lam * P(tokens 1..j+1 accepted | the
+    confidences so far) > c`` (exact posterior of the latent model with the scenario's
+    parameters; ``lam`` = the rule's own long-run per-token latency, Dinkelbach's fixed point;
+    at most ``min(K, tokens_left - 1)`` tokens, more cannot count). Everywhere else (no signal, a
+    signal that carries no information, or a non-stationary channel) it plans ``k`` at the round
+    start and stops there, as every round-level agent does at the token level.
 
     ``uses_ground_truth = True``. It tracks each run's progress (tokens committed in the
     episode, modulo the episode's tokens) from ``update``; it must see every round's feedback,
@@ -115,16 +145,25 @@ class OracleAgent(Agent):
         grid_ms (float, default :func:`default_grid_ms`): time step of the path DP (ms); the
             step used is the largest divisor of ``draft_ms`` not above it.
         jitter_nodes (int, default 5): Gauss-Hermite nodes for the drift's jitter.
+        lookahead (int, default 1): steps of lookahead of the signal rule (2: also drafts when
+            drafting and deciding again after the next confidence pays; docs/model.md).
+        signal (bool, default True): use the signal rule where it applies (False: plan k).
 
-    Source: SPEC section 4; :mod:`specstop_gym.oracle`, :mod:`specstop_gym.path_oracle`.
+    Source: SPEC section 4; :mod:`specstop_gym.oracle`, :mod:`specstop_gym.path_oracle`,
+    :mod:`specstop_gym.signal_oracle`.
     """
 
     name: ClassVar[str] = "oracle"
     uses_ground_truth: ClassVar[bool] = True
 
     def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
-                 grid_ms: float | None = None, jitter_nodes: int = 5, **params: Any) -> None:
+                 grid_ms: float | None = None, jitter_nodes: int = 5, lookahead: int = 1, signal: bool = True,
+                 **params: Any) -> None:
         super().__init__(scenario, n_runs, seed, **params)
+        if lookahead not in (1, 2) or isinstance(lookahead, bool):
+            raise ValueError(f"lookahead must be 1 or 2, got {lookahead!r}")
+        if not isinstance(signal, bool):
+            raise ValueError(f"signal must be true or false, got {signal!r}")
         if grid_ms is None:
             grid_ms = default_grid_ms(scenario)
         if isinstance(grid_ms, bool) or not isinstance(grid_ms, (int, float)) or not 0 < float(grid_ms) <= 1e6:
@@ -147,6 +186,10 @@ class OracleAgent(Agent):
         else:
             self._trace_channel = build_channel(scenario)
         self._progress = np.zeros(self.n_runs, np.int64)
+        self.lookahead = int(lookahead)
+        self._signal = signal_model(scenario) if signal and scenario.channel in ("constant", "iid") else None
+        self._signal_fit: dict[str, Any] | None = None
+        self._y = np.zeros((self.n_runs, self.max_draft))
 
     def reset(self) -> None:
         super().reset()
@@ -206,10 +249,26 @@ class OracleAgent(Agent):
         return out
 
     def should_stop(self, ctx: TokenContext) -> np.ndarray:
-        return super().should_stop(ctx)
+        if self._signal is None:
+            return super().should_stop(ctx)
+        if self._signal_fit is None:
+            self._signal_fit = _signal_lambda(self.scenario, self.lookahead)
+        self._checked_progress(ctx)
+        rows = np.asarray(ctx.rows, dtype=np.int64)
+        pos = np.asarray(ctx.position, dtype=np.int64)
+        self._y[rows, pos - 1] = observation_from_confidence(self._signal, ctx.confidence, pos)
+        cap = np.minimum(self.max_draft, np.maximum(1, np.asarray(ctx.tokens_left, dtype=np.int64) - 1))
+        go = should_continue(self._signal, self._y[rows], pos, cap, lam=self._signal_fit["lam"],
+                             cost_ms=self.scenario.marginal_cost_ms, lookahead=self.lookahead)
+        return ~go
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "mode": self.mode}
+        if self._signal is not None:
+            out["token_rule"] = "signal (Bayes stopping, exact latent posterior)"
+            out["lookahead"] = self.lookahead
+            if self._signal_fit is not None:
+                out["signal_lambda_ms"] = self._signal_fit["lam"]
         if self.mode == "path":
             out["grid_ms"] = self.grid_ms
             out["jitter_nodes"] = self.jitter_nodes

@@ -78,7 +78,7 @@ def _drift() -> ScenarioConfig:
         sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY,
                  "alpha = 0.7: per-position acceptance 0.64-0.79 of EAGLE arXiv 2401.15077 Table 2",
                  "levels 40 ms / 400 ms: the medians of a good terrestrial path and of a loaded "
-                 "satellite/cellular path (../shared/traces: 5G n78 16 ms, Starlink ISL 151 ms with "
+                 "satellite/cellular path (traces/delay: 5G n78 16 ms, Starlink ISL 151 ms with "
                  "stalls to 388 ms); the schedule itself is synthetic"),
         draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.7,
         channel="drift", drift_schedule=((0.0, 40.0), (20000.0, 400.0)), drift_mode="step",
@@ -111,6 +111,19 @@ def _trace_cellular() -> ScenarioConfig:
     )
 
 
+def _real_trace(name: str, file: str, description: str, source: str) -> Callable[[], ScenarioConfig]:
+    def factory() -> ScenarioConfig:
+        return _qwen_geometric().replace(
+            name=name, description=description,
+            sources=_qwen_geometric().sources + (
+                f"delay: traces/delay/{file}, {source} (third-party; licence and attribution in "
+                "traces/README.md and traces/MANIFEST.json)",),
+            channel="trace", delay_trace=f"delay/{file}",
+        )
+
+    return factory
+
+
 def _fitted_markov(name: str, file: str, description: str) -> Callable[[], ScenarioConfig]:
     def factory() -> ScenarioConfig:
         import json
@@ -138,6 +151,12 @@ PRESETS: dict[str, Callable[[], ScenarioConfig]] = {
     "drift": _drift,
     "markov-csi": _markov_csi,
     "trace-cellular": _trace_cellular,
+    "trace-nr5g": _real_trace("trace-nr5g", "nr5g_urban_n78.csv",
+                              "Qwen-like pair over the measured 5G (n78) urban drive trace, replayed",
+                              "CICV5G dataset (Tongji University), CC BY 4.0"),
+    "trace-starlink": _real_trace("trace-starlink", "starlink_isl_ping.csv",
+                                  "Qwen-like pair over the measured Starlink (inter-satellite links) ping "
+                                  "trace, replayed", "LENS dataset (Zhao and Pan, MMSys 2024), CC BY-SA 4.0"),
     "markov-nr5g": _fitted_markov("markov-nr5g", "nr5g_urban_n78.json",
                                   "Qwen-like pair over a Markov channel fitted to a measured 5G (n78) urban trace"),
     "markov-starlink": _fitted_markov("markov-starlink", "starlink_isl.json",
@@ -224,11 +243,14 @@ def build_channel(config: ScenarioConfig) -> Channel:
                             jitter_slot_ms=config.jitter_slot_ms)
     from .traces.bounds import check_delay_trace
     from .traces.delay import load_delay_trace
+    from .traces.gaps import replay_times
 
     assert config.delay_trace is not None
-    tr = load_delay_trace(resolve_data_path(config.delay_trace))
+    path = resolve_data_path(config.delay_trace)
+    tr = load_delay_trace(path)
     check_delay_trace(tr)  # rtt, time span and states within the simulator's bounds (file and line named)
-    return TraceChannel(times_ms=tr.t_ms, rtts_ms=tr.rtt_ms, states=tr.state, random_offset=config.delay_trace_offset)
+    times = replay_times(tr.t_ms, config.delay_trace_gaps, config.delay_trace_gap_factor, name=path)
+    return TraceChannel(times_ms=times, rtts_ms=tr.rtt_ms, states=tr.state, random_offset=config.delay_trace_offset)
 
 
 def build_simulator(config: ScenarioConfig, batch_size: int = 1) -> Simulator:
@@ -237,7 +259,8 @@ def build_simulator(config: ScenarioConfig, batch_size: int = 1) -> Simulator:
 
 
 def stationary_reference(config: ScenarioConfig, channel: Channel | None = None) -> tuple[int, float]:
-    """(k*, rho*) of the stationary oracle at the channel's long-run mean rtt (SPEC 4)."""
+    """(k*, rho*) of the stationary oracle at the channel's long-run mean rtt (SPEC 4); for a trace
+    that mean counts every sample once (``TraceChannel.long_run_mean_rtt_ms``)."""
     from .oracle import optimal_k_for_costs
 
     channel = channel or build_channel(config)
@@ -277,13 +300,15 @@ def scenarios_markdown() -> str:
                                               "latent_tau", "latent_eps_sigma", "confidence_sigma", "channel",
                                               "delay_ms", "delay_cv", "markov_generator_per_ms", "markov_rtt_mean_ms",
                                               "markov_rtt_cv", "drift_schedule", "drift_period_ms", "drift_cv",
-                                              "delay_trace", "csi_observable")}
+                                              "delay_trace", "delay_trace_gaps", "csi_observable")}
         details += ["", "Parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in fields.items()
                                                     if v is not None and not (k.startswith("markov") and c.channel != "markov")
                                                     and not (k.startswith("drift") and c.channel != "drift")
+                                                    and not (k.startswith("delay_trace") and c.channel != "trace")
                                                     and not (k.startswith("latent") and c.acceptance != "latent"))]
     lines += ["", "D_c: critical delay below which k = 1 is optimal, `c (1 + S_1 - S_2) / S_2 - verify_base_ms` "
-              "(SPEC 4). k*, rho*: the stationary optimum at the long-run mean rtt; for Markov, drift and trace "
-              "channels the evaluation's oracle is state- or time-dependent (docs/model.md)."]
+              "(SPEC 4). k*, rho*: the stationary optimum at the long-run mean rtt (for a trace: the mean over "
+              "its samples, each counted once); for Markov, drift and trace channels the evaluation's oracle is "
+              "state- or time-dependent (docs/model.md)."]
     return "\n".join(lines + details) + "\n"
 

@@ -40,11 +40,6 @@ from specstop_gym.traces.summary import _candidate_changes
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_traces() -> Path:
-    env = os.environ.get("SPECSTOP_SHARED_TRACES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "traces"
-
-
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     path = tmp_path / name
     if isinstance(content, bytes):
@@ -738,20 +733,25 @@ def test_data_path_refuses_escapes() -> None:
 
 
 def test_real_traces_load_and_match_readme() -> None:
-    folder = shared_traces()
-    if not (folder / "README.md").is_file():
-        pytest.skip(f"shared real traces not found at {folder}")
-    table = read_readme_table(folder / "README.md")
-    assert set(table) >= {"nr5g_urban_n78.csv", "starlink_isl_ping.csv"}
+    """The two shipped measured traces match the figures of traces/README.md and carry their
+    source, licence and attribution in their own headers (and so in the manifest)."""
+    table = read_readme_table(REPO / "traces" / "README.md")
+    assert set(table) == {"nr5g_urban_n78.csv", "starlink_isl_ping.csv"}
+    manifest = {e["path"]: e for e in verify_manifest()}
     for name, row in table.items():
-        trace = load_delay_trace(folder / name)
+        trace = load_delay_trace(data_path(f"delay/{name}"))
+        assert trace.metadata["licence"] == row["licence"] == manifest[f"delay/{name}"]["licence"]
+        assert trace.metadata["source"] == row["source"] and trace.metadata["synthetic"] == "no"
+        assert row["licence"] in trace.metadata["attribution"]
         s = summarize_delay_trace(trace)
         assert s["rows"] == int(row["rows"].replace(",", ""))
         expected = readme_rtt_stats(row)
         got = (s["rtt_min_ms"], s["rtt_median_ms"], s["rtt_p95_ms"], s["rtt_max_ms"])
         assert expected is not None
         np.testing.assert_allclose(got, expected, atol=0.5)
-    starlink = summarize_delay_trace(load_delay_trace(folder / "starlink_isl_ping.csv"))
+    assert table["nr5g_urban_n78.csv"]["licence"] == "CC BY 4.0"
+    assert table["starlink_isl_ping.csv"]["licence"] == "CC BY-SA 4.0"
+    starlink = summarize_delay_trace(load_delay_trace(data_path("delay/starlink_isl_ping.csv")))
     # the README's level shifts every 15 s, ending in 113 -> ... -> 213 ms
     assert len(starlink["regime_changes"]) >= 4
     assert starlink["regime_changes"][-1][2] == pytest.approx(213, abs=3)

@@ -1,10 +1,9 @@
 """Any delay or acceptance trace drives gym.make, evaluate.py and train.py; so do the real
-measured traces in ../shared/traces (skipped where that folder is absent)."""
+measured traces shipped in traces/delay."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,10 @@ import pytest
 
 import specstop_gym  # noqa: F401  (registers the environments)
 from specstop_gym.dataset import read_dataset
-from specstop_gym.traces import AcceptanceTrace, DelayTrace, write_acceptance_trace, write_delay_trace
+from specstop_gym.traces import (AcceptanceTrace, DelayTrace, data_path, write_acceptance_trace,
+                                 write_delay_trace)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _shared() -> Path:
-    env = os.environ.get("SPECSTOP_SHARED_TRACES")
-    return Path(env) if env else ROOT.parent / "shared" / "traces"
 
 
 def _user_traces(tmp_path: Path) -> tuple[Path, Path]:
@@ -41,10 +36,7 @@ def _user_traces(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _real(name: str) -> Path:
-    path = _shared() / name
-    if not path.exists():
-        pytest.skip(f"real trace {path} not available")
-    return path
+    return data_path(f"delay/{name}")
 
 
 @pytest.mark.parametrize("env_id", specstop_gym.ENV_IDS)

@@ -1,13 +1,13 @@
-"""Fit two-state Markov channels to the shared real delay traces and write ``traces/channels/*.json``.
+"""Fit two-state Markov channels to the shipped real delay traces and write ``traces/channels/*.json``.
 
 Usage (from the repository root)::
 
     python traces/fit_channels.py
 
-The real traces are third-party data and are not part of the repository: they
-are read from ``$SPECSTOP_SHARED_TRACES`` (default ``../shared/traces`` next
-to the repository root). Only the fitted numbers are written, with the source,
-link and licence quoted from that folder's ``README.md``. The manifest
+The real traces are third-party data shipped in ``traces/delay/`` under their own
+licences (CC BY 4.0, CC BY-SA 4.0; see ``traces/README.md``); ``$SPECSTOP_REAL_TRACES``
+may name another folder holding the same files. The fitted numbers are written with
+the source and licence quoted from the table of ``traces/README.md``. The manifest
 ``traces/MANIFEST.json`` is rebuilt afterwards.
 """
 
@@ -31,34 +31,32 @@ from specstop_gym.traces.summary import summarize_delay_trace
 
 N_STATES = 2
 COMMAND = "python traces/fit_channels.py"
-# shared trace file -> (channel name written under traces/channels/)
+# real trace file -> (channel name written under traces/channels/)
 CHANNELS = {
     "nr5g_urban_n78.csv": "nr5g_urban_n78",
     "starlink_isl_ping.csv": "starlink_isl",
 }
 
 
-def shared_traces_dir() -> Path:
-    """``$SPECSTOP_SHARED_TRACES``, else ``<repository>/../shared/traces``."""
-    env = os.environ.get("SPECSTOP_SHARED_TRACES")
-    return Path(env) if env else REPO.parent / "shared" / "traces"
+def real_traces_dir() -> Path:
+    """``$SPECSTOP_REAL_TRACES``, else the shipped ``traces/delay``."""
+    env = os.environ.get("SPECSTOP_REAL_TRACES")
+    return Path(env) if env else REPO / "traces" / "delay"
 
 
 def main() -> int:
-    shared = shared_traces_dir()
-    readme = shared / "README.md"
-    if not readme.is_file():
-        print(
-            f"error: {readme} not found; set SPECSTOP_SHARED_TRACES to the folder of the real traces",
-            file=sys.stderr,
-        )
+    folder = real_traces_dir()
+    readme = REPO / "traces" / "README.md"
+    missing = [name for name in CHANNELS if not (folder / name).is_file()]
+    if missing:
+        print(f"error: {', '.join(missing)} not found in {folder}", file=sys.stderr)
         return 2
     table = read_readme_table(readme)
     out_dir = REPO / "traces" / "channels"
     out_dir.mkdir(parents=True, exist_ok=True)
     for csv_name, name in CHANNELS.items():
         row = table[csv_name]
-        trace = load_delay_trace(shared / csv_name)
+        trace = load_delay_trace(folder / csv_name)
         summary = summarize_delay_trace(trace)
         fit = fit_markov_channel(trace, N_STATES, smooth_ms=DEFAULT_SMOOTH_MS, source=row["source"])
         stats = readme_rtt_stats(row)
@@ -66,12 +64,13 @@ def main() -> int:
             "name": name,
             "kind": "channel",
             "synthetic": "no",
+            "description": row["description"],
             "link": row["link"],
             "source": row["source"],
             "licence": f"{row['licence']} (figures derived from the source data; attribute the source)",
             "units": "generator_per_ms: 1/ms; rtt_mean_ms, rtt_median_ms, mean_sojourn_ms, duration_ms: ms; "
             "rtt_cv: dimensionless",
-            "fitted_from": f"{csv_name} (third-party, not shipped; see the shared traces README)",
+            "fitted_from": f"traces/delay/{csv_name} (third-party, shipped; see traces/README.md)",
             "fitting_command": f"{COMMAND}  # fit_markov_channel(trace, n_states={N_STATES}, "
             f"smooth_ms={DEFAULT_SMOOTH_MS:g})",
             "trace_rtt_ms_min_median_p95_max": [

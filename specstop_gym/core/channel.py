@@ -283,6 +283,8 @@ class TraceChannel(Channel):
     Each episode starts at an offset drawn uniformly over the loop duration from
     the episode key (or at 0). The loop duration is the last timestamp plus the
     median sampling interval. The trace's ``state`` column, if any, is the CSI.
+    ``times_ms`` is the replay timeline (after the gap policy of
+    :func:`specstop_gym.traces.gaps.replay_times`, applied by the scenario builder).
     """
 
     times_ms: np.ndarray
@@ -315,5 +317,12 @@ class TraceChannel(Channel):
             builder.integers(kernels.I_O_STATES, self.states)
 
     def long_run_mean_rtt_ms(self) -> float:
+        """The trace's typical rtt (ms): the mean over its samples, each counted once, so that one
+        long stall cannot dominate it (the time-weighted mean is :meth:`time_weighted_mean_rtt_ms`)."""
+        return float(np.mean(self.rtts_ms))
+
+    def time_weighted_mean_rtt_ms(self) -> float:
+        """Mean of the replayed step function over one loop (ms), each sample weighted by how long
+        it is held: what a round sent at a uniformly random time would see."""
         w = np.diff(np.append(self.times_ms, self.duration_ms))
         return float((w * self.rtts_ms).sum() / w.sum())

@@ -26,6 +26,7 @@ CHANNEL_KINDS = ("constant", "iid", "markov", "drift", "trace")
 DELAY_DISTRIBUTIONS = ("lognormal", "gamma")
 DRIFT_MODES = ("step", "linear")
 REWARD_MODES = ("latency", "token_credit")
+TRACE_GAP_POLICIES = ("hold", "skip", "refuse")
 
 
 class ConfigError(ValueError):
@@ -286,6 +287,11 @@ class ScenarioConfig:
     """Delay trace (CSV t_ms,rtt_ms) replayed by ``trace``, looped, from a seeded offset."""
     delay_trace_offset: bool = True
     """Start each episode at a seeded random offset into the delay trace (else at 0)."""
+    delay_trace_gaps: str = "hold"
+    """Measurement gaps of the delay trace: hold (the last sample is held across them), skip (removed
+    from the replay timeline) or refuse (an error); see specstop_gym.traces.gaps."""
+    delay_trace_gap_factor: float = 10.0
+    """A gap is an interval longer than this many median sampling intervals of the delay trace (> 1)."""
     csi_observable: bool = False
     """Whether the agent observes the channel state (CSI)."""
     jitter_slot_ms: float = 1.0
@@ -328,6 +334,12 @@ class ScenarioConfig:
         _choice("delay_distribution", self.delay_distribution, DELAY_DISTRIBUTIONS)
         _choice("drift_mode", self.drift_mode, DRIFT_MODES)
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
+        _choice("delay_trace_gaps", self.delay_trace_gaps, TRACE_GAP_POLICIES)
+        gap_factor = _finite_nonneg("delay_trace_gap_factor", self.delay_trace_gap_factor)
+        if gap_factor <= 1.0:
+            raise ConfigError(f"delay_trace_gap_factor must be > 1 (a multiple of the median sampling interval), "
+                              f"got {self.delay_trace_gap_factor!r}")
+        set_(self, "delay_trace_gap_factor", gap_factor)
         set_(self, "alpha", _probability("alpha", self.alpha))
         if self.profile is not None:
             if isinstance(self.profile, (str, bytes)) or not isinstance(self.profile, (list, tuple, np.ndarray)):

@@ -22,6 +22,7 @@ from .acceptance import AcceptanceTrace, load_acceptance_trace, write_acceptance
 from .delay import DelayTrace, load_delay_trace, write_delay_trace
 from .errors import ManifestError, TraceFormatError
 from .fit import fit_markov_channel, stationary_distribution, write_channel_json
+from .gaps import TraceGapError, TraceGaps, find_gaps, replay_times
 from .importers import import_csv_columns, import_fping, import_ping
 from .manifest import (
     build_manifest,
@@ -38,10 +39,13 @@ __all__ = [
     "DelayTrace",
     "ManifestError",
     "TraceFormatError",
+    "TraceGapError",
+    "TraceGaps",
     "build_manifest",
     "data_path",
     "data_root",
     "detect_regime_changes",
+    "find_gaps",
     "fit_markov_channel",
     "import_csv_columns",
     "import_fping",
@@ -50,6 +54,7 @@ __all__ = [
     "load_delay_trace",
     "load_manifest",
     "plot_delay_trace",
+    "replay_times",
     "stationary_distribution",
     "summarize_delay_trace",
     "verify_manifest",

@@ -327,8 +327,11 @@ def _summary(a: argparse.Namespace) -> int:
         )
         print(
             f"rtt ms: min {summ['rtt_min_ms']:g}, median {summ['rtt_median_ms']:g}, "
-            f"p95 {summ['rtt_p95_ms']:.4g}, max {summ['rtt_max_ms']:g}, mean {summ['rtt_mean_ms']:.4g}"
+            f"p95 {summ['rtt_p95_ms']:.4g}, max {summ['rtt_max_ms']:g}, mean {summ['rtt_mean_ms']:.4g} "
+            f"(per sample; time-weighted {summ['rtt_time_weighted_mean_ms']:.4g})"
         )
+        g = summ["gaps"]
+        print(f"gaps (intervals > {g['threshold_ms']:g} ms): {g['count']}, {100 * g['share']:.1f}% of the span")
         print(f"regime changes ({len(summ['regime_changes'])}):")
         for t, before, after in summ["regime_changes"]:
             print(f"  t = {t / 1000:.2f} s: {before:g} -> {after:g} ms")

@@ -51,6 +51,7 @@ import numpy as np
 
 from ._windows import window_stats
 from .delay import DelayTrace
+from .gaps import DEFAULT_GAP_FACTOR, find_gaps, time_weighted_mean
 
 DEFAULT_WINDOW_MS = 3000.0
 DEFAULT_MIN_SHIFT_MS = 3.0
@@ -308,7 +309,10 @@ def summarize_delay_trace(
 
     Returns a plain dict: ``rows``, ``duration_s``, ``sample_interval_median_ms``,
     ``rtt_min_ms``, ``rtt_median_ms``, ``rtt_p95_ms`` (numpy's linear
-    interpolation), ``rtt_max_ms``, ``rtt_mean_ms``, ``rtt_std_ms``, ``losses``
+    interpolation), ``rtt_max_ms``, ``rtt_mean_ms`` and ``rtt_std_ms`` (per sample: each
+    measured sample counts once), ``rtt_time_weighted_mean_ms`` (each sample weighted by how long
+    a replay holds it), ``gaps`` (``count``, ``share`` of the span, ``threshold_ms``, the longest
+    ``max_ms``; :func:`specstop_gym.traces.gaps.find_gaps` with the default factor), ``losses``
     (from ``metadata["lost"]`` when an importer recorded it, else None),
     ``regime_changes`` (list of ``(t_ms, level_before_ms, level_after_ms)``, see
     :func:`detect_regime_changes`) and ``change_point_method`` (its parameters).
@@ -325,6 +329,7 @@ def summarize_delay_trace(
         min_z=min_z,
         min_dwell_ms=min_dwell_ms,
     )
+    gaps = find_gaps(trace.t_ms, DEFAULT_GAP_FACTOR)
     return {
         "rows": trace.n_rows,
         "duration_s": trace.duration_ms / 1000.0,
@@ -337,6 +342,9 @@ def summarize_delay_trace(
         "rtt_max_ms": float(r.max()),
         "rtt_mean_ms": float(r.mean()),
         "rtt_std_ms": float(r.std()),
+        "rtt_time_weighted_mean_ms": time_weighted_mean(trace.t_ms, r),
+        "gaps": {"count": gaps.count, "share": gaps.share, "threshold_ms": gaps.threshold_ms,
+                 "max_ms": float(gaps.length_ms.max()) if gaps.count else 0.0},
         "losses": int(lost) if lost is not None and lost.isdigit() else None,
         "regime_changes": changes,
         "change_point_method": {
