@@ -99,14 +99,18 @@ def _signal_lambda(scenario: ScenarioConfig, lookahead: int) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def _drift_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int) -> PathDPSolution:
     """One path DP serves every seed of a drift scenario (the schedule does not depend on the seed)."""
-    return _solve_path(scenario, path_from_channel(build_channel(scenario)), grid_ms, jitter_nodes)
+    return _solve_path(scenario, path_from_channel(build_channel(scenario)), grid_ms, jitter_nodes, keep_mb=64.0)
 
 
-def _solve_path(scenario: ScenarioConfig, path: Any, grid_ms: float, jitter_nodes: int) -> PathDPSolution:
+def _solve_path(scenario: ScenarioConfig, path: Any, grid_ms: float, jitter_nodes: int,
+                keep_mb: float = 16.0) -> PathDPSolution:
+    """The path DP of a scenario. ``keep_mb``: values kept whole up to this size (64 MB for the one
+    DP of a drift scenario, 16 MB for each of a trace's per-offset DPs), else per request."""
     return solve_path_dp(_survival(scenario), path, n_tokens=scenario.n_tokens,
                          n_requests=scenario.requests_per_episode, draft_ms=scenario.draft_ms,
                          verify_base_ms=scenario.verify_base_ms, verify_per_token_ms=scenario.verify_per_token_ms,
-                         tx_per_token_ms=_tx_per_token_ms(scenario), grid_ms=grid_ms, jitter_nodes=jitter_nodes)
+                         tx_per_token_ms=_tx_per_token_ms(scenario), grid_ms=grid_ms, jitter_nodes=jitter_nodes,
+                         keep_values_mb=keep_mb)
 
 
 class OracleAgent(Agent):

@@ -53,8 +53,8 @@ Discretisation (what is computed, exactly)
   keeps its mean). This *discretised model* is what the DP solves exactly and what the
   brute-force test enumerates.
 * **Jitter**: Gauss-Hermite quadrature with ``jitter_nodes`` nodes in log space
-  (``J = exp(sigma Z - sigma^2 / 2)``, ``sigma^2 = ln(1 + cv^2)``); the round-time term uses the
-  exact mean ``m``.
+  (``J = exp(sigma Z - sigma^2 / 2)``, ``sigma^2 = ln(1 + cv^2)``), the nodes rescaled to mean
+  exactly 1, so the round-time term is the exact mean ``m``.
 * **Windows**: level ``p`` is solved only on the grid window ``[lo_p, hi_p]`` where the episode
   is at progress ``p`` with non-negligible probability. The windows come from a forward
   propagation of the start-time distribution under a pilot rule (the local ``k*(m(t))``, on a
@@ -73,10 +73,11 @@ Discretisation (what is computed, exactly)
   round's send time and the DP's values as the continuation (one step of exact lookahead on
   the solved value function; the grid only enters through the continuation).
 
-Memory: the values are kept per request. The solve stores ``float64`` checkpoints (the first
-``K + 2`` levels of every request) and the values of the first request; the values of a later
-request are recomputed from its successor's checkpoint when a run reaches it (bit-identical to
-the first pass; a few blocks are cached). The error of the time discretisation is measured by
+Memory: when the values of every level fit ``keep_values_mb`` (``float32``) the first pass keeps
+them all. Otherwise they are kept per request: the solve stores ``float64`` checkpoints (the
+first ``K + 2`` levels of every request) and the values of the first request; the values of a
+later request are recomputed from its successor's checkpoint when a run reaches it
+(bit-identical to the first pass; a few blocks are cached), one more backward pass in all. The error of the time discretisation is measured by
 refinement in docs/model.md and in the tests.
 """
 
@@ -104,8 +105,8 @@ _TIE_RTOL = 1e-12
 _NEGLIGIBLE_MASS = 1e-24
 #: Blocks of per-request values a solution keeps at once (runs are at most a few requests apart).
 _BLOCK_CACHE = 3
-#: Largest problem solved: grid states per pass (the time and memory grow with it; see MAX_STATES).
-MAX_STATES = 400_000_000
+#: Largest problem solved: grid states per pass (time and a temporary byte per state grow with it).
+MAX_STATES = 150_000_000
 #: Largest propagation grid (cells per progress level row) of the pilot and of the check.
 MAX_GRID = 20_000_000
 
@@ -610,6 +611,8 @@ class PathDPSolution:
         self._model = model
         self._ck_ptr, self._ck = checkpoints
         self._blocks: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict([(0, first_block)])
+        # all levels kept by the first pass (small problems): every request reads that one block
+        self._all_levels = bool(first_block[0][-1] >= 0)
         self.blocks_recomputed = 0
 
     @property
@@ -631,9 +634,9 @@ class PathDPSolution:
     def _block(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """(pointer per level, float32 values) of request ``r``, recomputed from the checkpoint of
         request ``r + 1`` when not cached (the same arithmetic as the first pass: same bits)."""
-        blk = self._blocks.get(r)
+        blk = self._blocks.get(0 if self._all_levels else r)
         if blk is not None:
-            self._blocks.move_to_end(r)
+            self._blocks.move_to_end(0 if self._all_levels else r)
             return blk
         md = self._model
         N, L, K = self.n_tokens, self.levels, md["K"]
@@ -732,12 +735,17 @@ def grid_step(draft_ms: float, grid_ms: float) -> tuple[float, int]:
 
 
 def _jitter_nodes(cv: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Multipliers ``exp(sigma z_j - sigma^2 / 2)`` and weights of ``n`` Gauss-Hermite nodes (1 node for cv 0)."""
+    """Multipliers ``exp(sigma z_j - sigma^2 / 2)`` and weights of ``n`` Gauss-Hermite nodes (1 node
+    for cv 0), rescaled so that their mean is exactly 1 (the quadrature's own error on the lognormal
+    mean, 1e-5 with 3 nodes at cv 0.3, would otherwise make the landing times' mean differ from the
+    exact mean rtt in the round's cost)."""
     if cv == 0.0 or n <= 1:
         return np.ones(1), np.ones(1)
     x, wt = np.polynomial.hermite.hermgauss(n)
     s2 = math.log1p(cv * cv)
-    return np.exp(math.sqrt(2.0 * s2) * x - 0.5 * s2), wt / wt.sum()
+    e = np.exp(math.sqrt(2.0 * s2) * x - 0.5 * s2)
+    w = wt / wt.sum()
+    return e / float(w @ e), w
 
 
 def _survival_arrays(survival: Any) -> tuple[np.ndarray, np.ndarray, int]:
@@ -776,6 +784,7 @@ def solve_path_dp(
     max_leak: float = 1e-6,
     max_iterations: int = 3,
     windows: tuple[Any, Any] | None = None,
+    keep_values_mb: float = 16.0,
 ) -> PathDPSolution:
     """Solve the path oracle's DP (module docstring) and check its windows.
 
@@ -793,6 +802,8 @@ def solve_path_dp(
         max_iterations: at most this many DP solves.
         windows: explicit ``(lo, hi)`` grid windows per level (skips the pilot and the
             rebuilding; for tests on tiny models).
+        keep_values_mb: keep the values of every level when they fit (MB of float32); else per
+            request, recomputed from checkpoints (module docstring, "Memory").
     """
     t_start = _time.perf_counter()
     S, S_cum, K = _survival_arrays(survival)
@@ -829,13 +840,15 @@ def solve_path_dp(
         # sample mean, with slack; mass past the end is counted, and the grid doubled if any
         m_typ = float(np.mean(path.values_ms))
         rho_typ = min((k * c + vb + m_typ) / (1.0 + S_cum[k]) for k in range(1, K + 1))
+        _check_size_estimate(L, K, S, S_cum, c, vb, m_typ, h, window_margin)
         lo, hi, info["pilot_leak"] = _pilot_windows(N, L, K, S, S_cum, c, vb, q, h, e, w, m_on_grid, window_tail,
                                                     window_coarsen, 2.0 * L * rho_typ + 10.0 * round_max)
         lo, hi = _widen(lo, hi, window_margin)
     iterations = 0
     while True:
         iterations += 1
-        solved = _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max)
+        solved = _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max,
+                                   keep_all=4.0 * float((hi - lo + 1).sum()) <= keep_values_mb * 1e6)
         stats, true_lo, true_hi = solved["stats"], solved["true_lo"], solved["true_hi"]
         if windows is not None or stats[1] <= max_leak or iterations >= max_iterations:
             break
@@ -876,6 +889,24 @@ def _pilot_windows(N, L, K, S, S_cum, c, vb, q, h, e, w, m_on_grid, tail, coarse
     return out_lo * f, out_hi * f + f, float(stats[1] + stats[2])
 
 
+def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
+    """Refuse, before any work, a problem far beyond ``MAX_STATES``: the windows estimated from a
+    renewal approximation (the local rule at the path's mean; the time to ``p`` tokens has a
+    standard deviation of about ``sqrt(p / E[g]) * sd(g) * rho``, g the tokens of a round, and a
+    window spans about 13 of them plus the margins)."""
+    k = int(np.argmin([(j * c + vb + m) / (1.0 + S_cum[j]) for j in range(1, K + 1)])) + 1
+    g = np.arange(1, k + 2)
+    pg = np.array([S[a] - S[a + 1] for a in range(k)] + [S[k]])
+    eg = float(pg @ g)
+    sd_g = math.sqrt(max(float(pg @ g**2) - eg**2, 1e-12))
+    rho = (k * c + vb + m) / eg
+    sigma = np.sqrt(np.arange(1, L + 1) / eg) * sd_g * rho
+    estimate = float((13.0 * sigma * (1.0 + 2.0 * margin) / h).sum())
+    if estimate > 4 * MAX_STATES:
+        raise ValueError(f"the path oracle would solve about {estimate:,.0f} grid states (limit {MAX_STATES:,}): "
+                         "use a coarser grid_ms, fewer requests or tokens, or the local-oracle agent")
+
+
 def _check_grid(G: int, K: int) -> None:
     if G > MAX_GRID:
         raise ValueError(f"the path oracle would need a time grid of {G:,} cells x {K + 2} levels (limit "
@@ -883,9 +914,9 @@ def _check_grid(G: int, K: int) -> None:
                          "fewer requests or tokens, or the local-oracle agent")
 
 
-def _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max) -> dict[str, Any]:
-    """One DP solve on the windows (keeping checkpoints and the first request's values) and the
-    forward check of its grid policy."""
+def _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max, keep_all) -> dict[str, Any]:
+    """One DP solve on the windows (keeping every level's values, or checkpoints and the first
+    request's values) and the forward check of its grid policy."""
     states = int((hi - lo + 1).sum())
     if states > MAX_STATES:
         raise ValueError(f"the path oracle would solve {states:,} grid states (limit {MAX_STATES:,}): use a "
@@ -906,12 +937,12 @@ def _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_ma
     # K + 2 levels of every request after the first), the first request's values (float32)
     pol_ptr = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     pol = np.zeros(int(widths.sum()), np.uint8)
-    is_ck = (np.arange(L) % N < K + 2) & (np.arange(L) >= N)
+    is_ck = (np.arange(L) % N < K + 2) & (np.arange(L) >= N) & (not keep_all)
     ck_ptr = np.full(L, -1, np.int64)
     ck_w = np.where(is_ck, widths, 0)
     ck_ptr[is_ck] = (np.cumsum(ck_w) - ck_w)[is_ck]
     ck = np.zeros(int(ck_w.sum()))
-    b = min(N + K + 2, L)
+    b = L if keep_all else min(N + K + 2, L)
     blk_ptr = np.full(L, -1, np.int64)
     blk_ptr[:b] = np.concatenate([[0], np.cumsum(widths[:b])[:-1]])
     blk = np.zeros(int(widths[:b].sum()), np.float32)
