@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -102,10 +104,16 @@ def _drift_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int) -> Pa
     return _solve_path(scenario, path_from_channel(build_channel(scenario)), grid_ms, jitter_nodes, keep_mb=64.0)
 
 
+#: Memory (MB) the values of a trace's per-offset DPs may take together before each is kept per
+#: request and recomputed from checkpoints (one more backward pass each; at least 8 MB per DP).
+TRACE_VALUES_BUDGET_MB = 384.0
+
+
 def _solve_path(scenario: ScenarioConfig, path: Any, grid_ms: float, jitter_nodes: int,
                 keep_mb: float = 16.0) -> PathDPSolution:
     """The path DP of a scenario. ``keep_mb``: values kept whole up to this size (64 MB for the one
-    DP of a drift scenario, 16 MB for each of a trace's per-offset DPs), else per request."""
+    DP of a drift scenario; for a trace's per-offset DPs a share of TRACE_VALUES_BUDGET_MB), else
+    per request."""
     return solve_path_dp(_survival(scenario), path, n_tokens=scenario.n_tokens,
                          n_requests=scenario.requests_per_episode, draft_ms=scenario.draft_ms,
                          verify_base_ms=scenario.verify_base_ms, verify_per_token_ms=scenario.verify_per_token_ms,
@@ -151,6 +159,8 @@ class OracleAgent(Agent):
         jitter_nodes (int, default 5): Gauss-Hermite nodes for the drift's jitter.
         lookahead (int, default 1): steps of lookahead of the signal rule (2: also drafts when
             drafting and deciding again after the next confidence pays; docs/model.md).
+        threads (int, default: the CPU count, at most 4): a trace's per-offset DPs are solved
+            this many at a time (the kernels release the GIL; the results do not depend on it).
         signal (bool, default True): use the signal rule where it applies (False: plan k).
 
     Source: SPEC section 4; :mod:`specstop_gym.oracle`, :mod:`specstop_gym.path_oracle`,
@@ -162,8 +172,14 @@ class OracleAgent(Agent):
 
     def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
                  grid_ms: float | None = None, jitter_nodes: int = 5, lookahead: int = 1, signal: bool = True,
-                 **params: Any) -> None:
+                 threads: int | None = None, **params: Any) -> None:
         super().__init__(scenario, n_runs, seed, **params)
+        if threads is None:
+            threads = min(4, os.cpu_count() or 1)
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 256:
+            raise ValueError(f"threads must be an integer in 1..256, got {threads!r}")
+        self.threads = int(threads)
+        self._keep_mb = max(8.0, TRACE_VALUES_BUDGET_MB / self.n_runs)
         if lookahead not in (1, 2) or isinstance(lookahead, bool):
             raise ValueError(f"lookahead must be 1 or 2, got {lookahead!r}")
         if not isinstance(signal, bool):
@@ -223,9 +239,20 @@ class OracleAgent(Agent):
         sol = self._trace.get(key)
         if sol is None:
             sol = _solve_path(self.scenario, path_from_channel(self._trace_channel, key), self.grid_ms,
-                              self.jitter_nodes)
+                              self.jitter_nodes, self._keep_mb)
             self._trace[key] = sol
         return sol
+
+    def _solve_offsets(self, offsets: list[float]) -> None:
+        """The path DPs of new trace offsets, ``threads`` at a time."""
+        if len(offsets) > 1 and self.threads > 1:
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(offsets))) as pool:
+                sols = list(pool.map(lambda o: _solve_path(self.scenario, path_from_channel(self._trace_channel, o),
+                                                           self.grid_ms, self.jitter_nodes, self._keep_mb),
+                                     offsets))
+            self._trace.update(zip(offsets, sols))
+        for off in offsets:
+            self.path_solution(off)
 
     def choose_k(self, ctx: RoundContext) -> np.ndarray:
         p = self._checked_progress(ctx)
@@ -246,6 +273,7 @@ class OracleAgent(Agent):
         if ctx.true_trace_offset_ms is None:
             raise ValueError("oracle: a trace channel needs ctx.true_trace_offset_ms (the runner provides it)")
         offsets = np.asarray(ctx.true_trace_offset_ms, dtype=np.float64)
+        self._solve_offsets([float(o) for o in np.unique(offsets) if float(o) not in self._trace])
         out = np.empty(len(p), np.int64)
         for off in np.unique(offsets):
             sel = offsets == off

@@ -45,23 +45,25 @@ outcomes with suffix sums (outcome ``a`` receives ``S_a C_a - S_{a+1} C_{a+1}``,
 
 Discretisation (what is computed, exactly)
 ------------------------------------------
-* **Time grid** ``t_i = i h`` with ``h = draft_ms / q`` for an integer ``q`` (the requested
-  ``grid_ms`` rounded down to a divisor of ``draft_ms``), so a round started on the grid is
-  sent on the grid and its rtt is ``m`` there, as the simulator computes it. ``F(., p)`` is kept
-  at the grid points and **linearly interpolated** between them: equivalently, the landing time
-  ``x`` is rounded at random to its two neighbouring grid points with the linear weights (which
-  keeps its mean). This *discretised model* is what the DP solves exactly and what the
-  brute-force test enumerates.
+* **Time grid** ``t_i = i h`` (``h = grid_ms``). A round started at ``t_i`` is sent at
+  ``t_i + k draft_ms`` and its rtt mean is the path's there, exactly as the simulator computes it.
+  ``F(., p)`` is kept at the grid points and **linearly interpolated** between them: equivalently,
+  the landing time ``x`` is rounded at random to its two neighbouring grid points with the
+  linear weights (which keeps its mean). This *discretised model* is what the DP solves exactly
+  and what the brute-force test enumerates.
 * **Jitter**: Gauss-Hermite quadrature with ``jitter_nodes`` nodes in log space
   (``J = exp(sigma Z - sigma^2 / 2)``, ``sigma^2 = ln(1 + cv^2)``), the nodes rescaled to mean
   exactly 1, so the round-time term is the exact mean ``m``.
 * **Windows**: level ``p`` is solved only on the grid window ``[lo_p, hi_p]`` where the episode
-  is at progress ``p`` with non-negligible probability. The windows come from a forward
-  propagation of the start-time distribution under a pilot rule (the local ``k*(m(t))``, on a
-  grid ``window_coarsen`` times coarser), cut at the ``window_tail`` quantile on each side and
-  widened by ``window_margin`` of their width on each side (the optimum is faster than the
-  pilot). Beyond its window a level's value is held at the window's edge (the remaining time
-  is locally shift-invariant).
+  is at progress ``p`` with non-negligible probability. They come in two stages on a grid
+  ``window_coarsen`` times coarser: a forward propagation of the start-time distribution under
+  a pilot rule (the local ``k*(m(t))``), cut at the ``window_tail`` quantile on each side at each
+  level; then the DP itself on that coarse grid, on the pilot's windows widened, whose own
+  distribution (propagated without truncation) gives the ``window_tail`` quantiles that become
+  the fine windows, widened by ``window_margin`` of their width on each side. (The optimum is
+  faster than the pilot: windows from the pilot alone drift off the optimum's distribution late
+  in a long episode.) Beyond its window a level's value is held at the window's edge (the
+  remaining time is locally shift-invariant).
 * **The check**: a second forward propagation, under the DP's own policy on the fine grid and
   **without truncation**, gives the expected number of visits to states outside their windows
   (``leak``; an upper bound on the probability that the restriction mattered at all) and the
@@ -92,7 +94,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["DelayPath", "PathDPSolution", "grid_step", "path_from_channel", "solve_path_dp"]
+__all__ = ["DelayPath", "PathDPSolution", "path_from_channel", "solve_path_dp"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -248,7 +250,7 @@ def _local_k(S_cum, c, vb, m):
 
 
 @njit(**_JIT)
-def _backward(N, L, K, S, c, vb, q, h, m_grid, e, w, lo, hi, ucap, p_top, p_bot, ring,
+def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
               pol, pol_ptr, blk, blk_ptr, ck, ck_ptr):
     """Backward induction over levels ``p_top .. p_bot`` (descending) on their windows.
 
@@ -256,15 +258,15 @@ def _backward(N, L, K, S, c, vb, q, h, m_grid, e, w, lo, hi, ucap, p_top, p_bot,
     row ``level % (K+2)`` (levels >= L are the terminal zero and never read); the values of
     every solved level are written there too. Per level ``p``, when its pointer is >= 0: the
     argmin into ``pol`` (uint8), the values into ``blk`` (float32) and into ``ck`` (float64).
-    ``m_grid[i]`` is the mean rtt at time ``i h``; a round from index ``i`` with draft ``k`` is
-    sent at index ``i + k q``.
+    ``M[k, i]`` is the mean rtt at the send time ``i h + k draft_ms`` of a round started at grid
+    index ``i`` with draft ``k`` (row 0: at ``i h``).
     """
     R = K + 2
     wmax = ring.shape[1]
     best_v = np.zeros(wmax)
     best_k = np.zeros(wmax, np.int64)
     H = np.zeros((K, ucap))
-    f = np.zeros(K + 2)
+    fj = np.zeros((K + 2, ucap))
     J = e.shape[0]
     inv_h = 1.0 / h
     for p in range(p_top, p_bot - 1, -1):
@@ -281,44 +283,73 @@ def _backward(N, L, K, S, c, vb, q, h, m_grid, e, w, lo, hi, ucap, p_top, p_bot,
         if uhi < 0:  # every outcome ends the episode
             ulo = 0
             uhi = 0
-            for k in range(K):
-                H[k, 0] = 0.0
-        else:
-            for u in range(ulo, uhi + 1):
-                for j in range(1, nmax + 1):
-                    pt = p + j
-                    if pt >= L:
-                        f[j] = 0.0
-                    else:
-                        uu = min(max(u, lo[pt]), hi[pt]) - lo[pt]
-                        f[j] = ring[pt % R, uu]
-                hk = (1.0 - S[1]) * f[1] + S[1] * f[min(2, n)]
-                H[0, u - ulo] = hk
-                for k in range(1, K):
-                    hk += S[k + 1] * (f[min(k + 2, n)] - f[min(k + 1, n)])
-                    H[k, u - ulo] = hk
         span = uhi - ulo
+        # f_j(u) = F(u, p + j), clamped to the target's window (0 for the end of the episode)
+        for j in range(1, nmax + 1):
+            pt = p + j
+            if pt >= L:
+                for u in range(span + 1):
+                    fj[j, u] = 0.0
+                continue
+            src = pt % R
+            a = lo[pt] - ulo
+            b = hi[pt] - ulo
+            first = ring[src, 0]
+            last = ring[src, b - a]
+            for u in range(a):
+                fj[j, u] = first
+            for u in range(a, b + 1):
+                fj[j, u] = ring[src, u - a]
+            for u in range(b + 1, span + 1):
+                fj[j, u] = last
+        j2 = min(2, n)
+        s1 = S[1]
+        for u in range(span + 1):
+            H[0, u] = (1.0 - s1) * fj[1, u] + s1 * fj[j2, u]
+        for k in range(1, K):
+            ja = min(k + 1, n)
+            jb = min(k + 2, n)
+            sk = S[k + 1]
+            if ja == jb or sk == 0.0:
+                for u in range(span + 1):
+                    H[k, u] = H[k - 1, u]
+            else:
+                for u in range(span + 1):
+                    H[k, u] = H[k - 1, u] + sk * (fj[jb, u] - fj[ja, u])
         width = hi[p] - lo[p] + 1
         # Q-values of every k over the window (k outer, time inner: sequential access to H)
         for k in range(1, K + 1):
             off = k * c + vb
+            Hk = H[k - 1]
+            Mk = M[k]
             for ii in range(width):
                 i = lo[p] + ii
-                m = m_grid[i + k * q]
+                m = Mk[i]
                 base = (i * h + off) * inv_h - ulo
-                mh = m * inv_h
                 acc = off + m
-                for jn in range(J):
-                    x = base + mh * e[jn]
+                if J == 1:
+                    x = base + m * inv_h * e[0]
                     if x <= 0.0:
-                        val = H[k - 1, 0]
+                        acc += Hk[0]
                     elif x >= span:
-                        val = H[k - 1, span]
+                        acc += Hk[span]
                     else:
                         ix = int(x)
                         fr = x - ix
-                        val = H[k - 1, ix] + (H[k - 1, ix + 1] - H[k - 1, ix]) * fr
-                    acc += w[jn] * val
+                        acc += Hk[ix] + (Hk[ix + 1] - Hk[ix]) * fr
+                else:
+                    mh = m * inv_h
+                    for jn in range(J):
+                        x = base + mh * e[jn]
+                        if x <= 0.0:
+                            val = Hk[0]
+                        elif x >= span:
+                            val = Hk[span]
+                        else:
+                            ix = int(x)
+                            fr = x - ix
+                            val = Hk[ix] + (Hk[ix + 1] - Hk[ix]) * fr
+                        acc += w[jn] * val
                 if k == 1 or acc < best_v[ii] - _TIE_RTOL * abs(best_v[ii]):
                     best_v[ii] = acc
                     best_k[ii] = k
@@ -339,7 +370,7 @@ def _backward(N, L, K, S, c, vb, q, h, m_grid, e, w, lo, hi, ucap, p_top, p_bot,
 
 
 @njit(**_JIT)
-def _forward(N, L, K, S, c, vb, q, h, m_grid, e, w, G, tail, lo, hi, pol, pol_ptr, round_min, round_max,
+def _forward(N, L, K, S, c, vb, h, M, e, w, G, tail, lo, hi, pol, pol_ptr, round_min, round_max,
              out_lo, out_hi, stats):
     """Forward propagation of the distribution of (time, progress) on the grid under the stored
     grid policy (clamped to the windows, as at run time). Nothing is cut but cells of mass below
@@ -403,7 +434,7 @@ def _forward(N, L, K, S, c, vb, q, h, m_grid, e, w, G, tail, lo, hi, pol, pol_pt
                 continue
             ic = min(max(i, lo[p]), hi[p])
             k = np.int64(pol[pol_ptr[p] + ic - lo[p]])
-            m = m_grid[i + k * q]
+            m = M[k, i]
             base = i * h + k * c + vb
             for jn in range(J):
                 x = (base + m * e[jn]) / h
@@ -445,12 +476,11 @@ def _forward(N, L, K, S, c, vb, q, h, m_grid, e, w, G, tail, lo, hi, pol, pol_pt
 
 
 @njit(**_JIT)
-def _forward_pilot(N, L, K, S, S_cum, c, vb, q, h, f, m_fine, e, w, G, tail, out_lo, out_hi, stats):
-    """Pilot: the local rule on the grid ``f h``, each level cut at its ``tail`` quantiles as it is
-    reached (window ``out_lo``/``out_hi`` in coarse units; the cut mass in ``stats[1]``, mass past
-    the grid in ``stats[2]``). The rtt is read at the exact send time (fine index ``i f + k q``)."""
+def _forward_pilot(N, L, K, S, S_cum, c, vb, hp, M, e, w, G, tail, out_lo, out_hi, stats):
+    """Pilot: the local rule ``k*(m(t))`` on the grid ``hp``, each level cut at its ``tail`` quantiles
+    as it is reached (window ``out_lo``/``out_hi``; the cut mass in ``stats[1]``, mass past the grid
+    in ``stats[2]``). ``M`` as in :func:`_backward` (on this grid)."""
     R = K + 2
-    hp = h * f
     ring = np.zeros((R, G))
     tmin = np.full(R, G, np.int64)
     tmax = np.full(R, -1, np.int64)
@@ -490,8 +520,8 @@ def _forward_pilot(N, L, K, S, S_cum, c, vb, q, h, f, m_fine, e, w, G, tail, out
             if i < qlo or i > qhi:
                 stats[1] += mass
                 continue
-            k = _local_k(S_cum, c, vb, m_fine[i * f])
-            m = m_fine[i * f + k * q]
+            k = _local_k(S_cum, c, vb, M[0, i])
+            m = M[k, i]
             base = i * hp + k * c + vb
             for jn in range(J):
                 x = (base + m * e[jn]) / hp
@@ -654,7 +684,7 @@ class PathDPSolution:
             ring[lev % R, :wd] = self._ck[cp:cp + wd]
             vals[ptr[lev]:ptr[lev] + wd] = self._ck[cp:cp + wd]
         none = np.full(L, -1, np.int64)
-        _backward(N, L, K, md["S"], md["c"], md["vb"], md["q"], self.grid_ms, md["m_grid"], md["e"], md["w"],
+        _backward(N, L, K, md["S"], md["c"], md["vb"], self.grid_ms, md["M"], md["e"], md["w"],
                   self.lo, self.hi, md["ucap"], top - 1, a, ring, np.zeros(1, np.uint8), none, vals, ptr,
                   np.zeros(1), none)
         ptr.flags.writeable = False
@@ -715,7 +745,7 @@ class PathDPSolution:
         """Memory held (bytes): windows, checkpoints, cached blocks and the path on the grid."""
         blocks = sum(p.nbytes + v.nbytes for p, v in self._blocks.values())
         return int(self.lo.nbytes + self.hi.nbytes + self._ck.nbytes + self._ck_ptr.nbytes + blocks
-                   + self._model["m_grid"].nbytes)
+                   + self._model["M"].nbytes)
 
     def describe(self) -> dict[str, Any]:
         """Diagnostics for results files (plain floats and ints)."""
@@ -724,14 +754,21 @@ class PathDPSolution:
                 "iterations": self.iterations, "states": self.states, "solve_s": self.solve_s, **self.info}
 
 
-def grid_step(draft_ms: float, grid_ms: float) -> tuple[float, int]:
-    """``(h, q)``: the largest step ``h <= grid_ms`` with ``draft_ms = q h`` for an integer ``q``."""
-    if not (grid_ms > 0 and math.isfinite(grid_ms)):
+def _check_grid_ms(grid_ms: Any) -> float:
+    if isinstance(grid_ms, bool) or not isinstance(grid_ms, (int, float, np.floating, np.integer)) \
+            or not (0 < grid_ms < math.inf):
         raise ValueError(f"grid_ms must be a finite number > 0, got {grid_ms!r}")
-    if not (draft_ms > 0 and math.isfinite(draft_ms)):
-        raise ValueError(f"the path oracle needs draft_ms > 0, got {draft_ms!r}")
-    q = max(1, math.ceil(draft_ms / grid_ms - 1e-9))
-    return draft_ms / q, q
+    return float(grid_ms)
+
+
+def _send_table(args: tuple, h: float, d: float, K: int, G: int) -> np.ndarray:
+    """``M[k, i] = m(i h + k d)`` for ``k = 0..K`` and ``i = 0..G-1``: the mean rtt of a round started
+    at grid index ``i`` and sent after ``k`` drafts (row 0: at the round start)."""
+    M = np.empty((K + 1, G))
+    t = np.arange(G, dtype=np.float64) * h
+    for k in range(K + 1):
+        _path_values(*args, t + k * d, M[k])
+    return M
 
 
 def _jitter_nodes(cv: float, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -778,8 +815,8 @@ def solve_path_dp(
     tx_per_token_ms: float = 0.0,
     grid_ms: float = 10.0,
     jitter_nodes: int = 5,
-    window_tail: float = 1e-10,
-    window_margin: float = 0.25,
+    window_tail: float = 1e-8,
+    window_margin: float = 0.02,
     window_coarsen: int = 4,
     max_leak: float = 1e-6,
     max_iterations: int = 3,
@@ -816,18 +853,16 @@ def solve_path_dp(
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if not isinstance(path, DelayPath):
         raise ValueError(f"path must be a DelayPath, got {type(path).__name__}")
-    h, q = grid_step(float(draft_ms), float(grid_ms))
-    c = float(draft_ms) + float(verify_per_token_ms) + float(tx_per_token_ms)
+    h = _check_grid_ms(grid_ms)
+    d = float(draft_ms)
+    c = d + float(verify_per_token_ms) + float(tx_per_token_ms)
     vb = float(verify_base_ms)
     e, w = _jitter_nodes(float(path.jitter_cv), _check_count("jitter_nodes", jitter_nodes))
     args = path._args()
     round_max = K * c + vb + float(path.values_ms.max()) * float(e.max())
-    info: dict[str, Any] = {"draft_multiple": q, "jitter_nodes": int(e.size)}
-
-    def m_on_grid(step: float, count: int) -> np.ndarray:
-        out = np.empty(count)
-        _path_values(*args, np.arange(count, dtype=np.float64) * step, out)
-        return out
+    f = _check_count("window_coarsen", window_coarsen)
+    info: dict[str, Any] = {"jitter_nodes": int(e.size)}
+    model = (N, L, K, S, c, vb, d, e, w, args, round_max)
 
     if windows is not None:
         lo = np.array(windows[0], dtype=np.int64)
@@ -836,29 +871,41 @@ def solve_path_dp(
             raise ValueError(f"windows must be two int arrays of shape ({L},) with 0 <= lo <= hi and lo[0] = 0")
         info["pilot_leak"] = 0.0
     else:
-        # the pilot's grid must hold the episode: its length under the local rule at the path's
-        # sample mean, with slack; mass past the end is counted, and the grid doubled if any
+        # 1. pilot: the local rule k*(m(t)), on the coarse grid f h
         m_typ = float(np.mean(path.values_ms))
         rho_typ = min((k * c + vb + m_typ) / (1.0 + S_cum[k]) for k in range(1, K + 1))
         _check_size_estimate(L, K, S, S_cum, c, vb, m_typ, h, window_margin)
-        lo, hi, info["pilot_leak"] = _pilot_windows(N, L, K, S, S_cum, c, vb, q, h, e, w, m_on_grid, window_tail,
-                                                    window_coarsen, 2.0 * L * rho_typ + 10.0 * round_max)
+        hc = h * f
+        c0 = _time.process_time()
+        lo, hi, info["pilot_leak"] = _pilot_windows(model, S_cum, hc, window_tail, 2.0 * L * rho_typ + 10.0 * round_max)
+        info["cpu_pilot_s"] = _time.process_time() - c0
+        # 2. the DP on the coarse grid, on the pilot's windows widened; its own distribution,
+        # propagated without truncation, centres the fine windows (the optimum is faster than the
+        # pilot, so the pilot's windows alone would need wide margins)
+        if f > 1:
+            lo, hi = _widen(lo, hi, max(window_margin, 0.25))
+            coarse = _solve_on_windows(model, hc, lo, hi, keep_all=True, want_policy=False)
+            lo, hi = coarse["true_lo"], coarse["true_hi"]
+            info["coarse_states"] = int((hi - lo + 1).sum())
+            info["cpu_coarse_s"] = sum(coarse["cpu_s"])
+        lo, hi = lo * f, hi * f + f
         lo, hi = _widen(lo, hi, window_margin)
     iterations = 0
     while True:
         iterations += 1
-        solved = _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max,
+        solved = _solve_on_windows(model, h, lo, hi, tail=window_tail,
                                    keep_all=4.0 * float((hi - lo + 1).sum()) <= keep_values_mb * 1e6)
-        stats, true_lo, true_hi = solved["stats"], solved["true_lo"], solved["true_hi"]
+        stats = solved["stats"]
+        info["cpu_backward_s"], info["cpu_check_s"] = solved["cpu_s"]
         if windows is not None or stats[1] <= max_leak or iterations >= max_iterations:
             break
-        lo, hi = _widen(np.minimum(lo, true_lo), np.maximum(hi, true_hi), window_margin)
+        lo, hi = _widen(np.minimum(lo, solved["true_lo"]), np.maximum(hi, solved["true_hi"]), window_margin)
     for arr in (lo, hi):
         arr.flags.writeable = False
-    model = {"S": S, "c": c, "vb": vb, "q": q, "K": K, "draft_ms": float(draft_ms), "e": e, "w": w, "path": args,
-             "m_grid": solved["m_grid"], "ucap": solved["ucap"], "wmax": solved["wmax"]}
+    md = {"S": S, "c": c, "vb": vb, "K": K, "draft_ms": d, "e": e, "w": w, "path": args,
+          "M": solved["M"], "ucap": solved["ucap"], "wmax": solved["wmax"]}
     return PathDPSolution(
-        grid_ms=h, n_tokens=N, n_requests=R, lo=lo, hi=hi, model=model, checkpoints=solved["checkpoints"],
+        grid_ms=h, n_tokens=N, n_requests=R, lo=lo, hi=hi, model=md, checkpoints=solved["checkpoints"],
         first_block=solved["first_block"], value_ms=solved["value"], expected_time_ms=float(stats[0]),
         leak=float(stats[1]), overflow=float(stats[2]), iterations=iterations,
         solve_s=_time.perf_counter() - t_start, info=info)
@@ -871,22 +918,22 @@ def _widen(lo: np.ndarray, hi: np.ndarray, margin: float) -> tuple[np.ndarray, n
     return np.ascontiguousarray(lo), np.ascontiguousarray(hi + pad)
 
 
-def _pilot_windows(N, L, K, S, S_cum, c, vb, q, h, e, w, m_on_grid, tail, coarsen, t_est):
-    """Tail-quantile windows (fine grid units) of the pilot rule's distribution, computed on a
-    grid ``coarsen`` times coarser; returns (lo, hi, mass cut or past the grid)."""
-    f = max(1, int(coarsen))
+def _pilot_windows(model, S_cum, hp, tail, t_est):
+    """Tail-quantile windows (grid ``hp``) of the pilot rule's distribution; returns
+    (lo, hi, mass cut or past the grid)."""
+    N, L, K, S, c, vb, d, e, w, args, round_max = model
     for _ in range(12):
-        G = math.ceil(t_est / (h * f)) + 2
+        G = math.ceil(t_est / hp) + 2
         _check_grid(G, K)
-        m_fine = m_on_grid(h, G * f + K * q + 2)
+        M = _send_table(args, hp, d, K, G)
         out_lo = np.zeros(L, np.int64)
         out_hi = np.zeros(L, np.int64)
         stats = np.zeros(3)
-        _forward_pilot(N, L, K, S, S_cum, c, vb, q, h, f, m_fine, e, w, G, tail, out_lo, out_hi, stats)
+        _forward_pilot(N, L, K, S, S_cum, c, vb, hp, M, e, w, G, tail, out_lo, out_hi, stats)
         if stats[2] <= tail:
             break
         t_est *= 2.0
-    return out_lo * f, out_hi * f + f, float(stats[1] + stats[2])
+    return out_lo, out_hi, float(stats[1] + stats[2])
 
 
 def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
@@ -907,6 +954,23 @@ def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
                          "use a coarser grid_ms, fewer requests or tokens, or the local-oracle agent")
 
 
+@njit(**_JIT)
+def _union_cap(N, L, K, lo, hi):
+    """Largest union of the target windows p+1 .. p+min(K+1, n) over the levels (the size of H)."""
+    cap = 1
+    for p in range(L):
+        n = N - (p % N)
+        a = 1 << 62
+        b = -1
+        for j in range(1, min(K + 1, n) + 1):
+            if p + j < L:
+                a = min(a, lo[p + j])
+                b = max(b, hi[p + j])
+        if b >= 0:
+            cap = max(cap, b - a + 1)
+    return cap
+
+
 def _check_grid(G: int, K: int) -> None:
     if G > MAX_GRID:
         raise ValueError(f"the path oracle would need a time grid of {G:,} cells x {K + 2} levels (limit "
@@ -914,48 +978,56 @@ def _check_grid(G: int, K: int) -> None:
                          "fewer requests or tokens, or the local-oracle agent")
 
 
-def _solve_on_windows(N, L, K, S, c, vb, q, h, e, w, lo, hi, m_on_grid, round_max, keep_all) -> dict[str, Any]:
-    """One DP solve on the windows (keeping every level's values, or checkpoints and the first
-    request's values) and the forward check of its grid policy."""
+def _solve_on_windows(model: tuple, h: float, lo: np.ndarray, hi: np.ndarray, *, tail: float = 1e-12,
+                      keep_all: bool = True, want_policy: bool = True) -> dict[str, Any]:
+    """One DP solve on the grid ``h`` and the windows, and the forward check of its grid policy.
+
+    Keeps every level's values (``keep_all``) or checkpoints and the first request's values;
+    ``want_policy=False`` keeps no values at all (the coarse stage only needs the distribution:
+    ``true_lo``/``true_hi`` are its ``tail``-quantile windows).
+    """
+    N, L, K, S, c, vb, d, e, w, args, round_max = model
     states = int((hi - lo + 1).sum())
     if states > MAX_STATES:
         raise ValueError(f"the path oracle would solve {states:,} grid states (limit {MAX_STATES:,}): use a "
                          "coarser grid_ms, fewer requests or tokens, or the local-oracle agent")
-    ucap = 1
-    for p in range(L):
-        n = N - (p % N)
-        top = min(p + min(K + 1, n), L - 1)
-        if top > p:
-            ucap = max(ucap, int(hi[p + 1:top + 1].max() - lo[p + 1:top + 1].min() + 1))
+    idx = np.arange(L)
+    ucap = _union_cap(N, L, K, lo, hi)
     widths = hi - lo + 1
     wmax = int(widths.max())
     G = int(hi.max()) + math.ceil(round_max / h) + 4
     _check_grid(G, K)
-    m_grid = m_on_grid(h, G + K * q + 2)
+    M = _send_table(args, h, d, K, G)
     R = K + 2
     # pointers: the grid policy of every level (for the forward check), checkpoints (the first
     # K + 2 levels of every request after the first), the first request's values (float32)
     pol_ptr = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
     pol = np.zeros(int(widths.sum()), np.uint8)
-    is_ck = (np.arange(L) % N < K + 2) & (np.arange(L) >= N) & (not keep_all)
+    store = want_policy
+    is_ck = (idx % N < K + 2) & (idx >= N) & (not keep_all) & store
     ck_ptr = np.full(L, -1, np.int64)
     ck_w = np.where(is_ck, widths, 0)
     ck_ptr[is_ck] = (np.cumsum(ck_w) - ck_w)[is_ck]
-    ck = np.zeros(int(ck_w.sum()))
-    b = L if keep_all else min(N + K + 2, L)
+    ck = np.zeros(max(int(ck_w.sum()), 1))
+    b = (L if keep_all else min(N + K + 2, L)) if store else 0
     blk_ptr = np.full(L, -1, np.int64)
-    blk_ptr[:b] = np.concatenate([[0], np.cumsum(widths[:b])[:-1]])
-    blk = np.zeros(int(widths[:b].sum()), np.float32)
+    if b:
+        blk_ptr[:b] = np.concatenate([[0], np.cumsum(widths[:b])[:-1]])
+    blk = np.zeros(max(int(widths[:b].sum()), 1), np.float32)
     ring = np.zeros((R, wmax))
-    _backward(N, L, K, S, c, vb, q, h, m_grid, e, w, lo, hi, ucap, L - 1, 0, ring, pol, pol_ptr, blk, blk_ptr,
+    t0 = _time.process_time()
+    _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, L - 1, 0, ring, pol, pol_ptr, blk, blk_ptr,
               ck, ck_ptr)
+    t1 = _time.process_time()
     value = float(ring[0, 0])
     stats = np.zeros(4)
     true_lo = np.zeros(L, np.int64)
     true_hi = np.zeros(L, np.int64)
-    _forward(N, L, K, S, c, vb, q, h, m_grid, e, w, G, 1e-12, lo, hi, pol, pol_ptr, c + vb, round_max,
+    _forward(N, L, K, S, c, vb, h, M, e, w, G, tail, lo, hi, pol, pol_ptr, c + vb, round_max,
              true_lo, true_hi, stats)
-    for arr in (ck_ptr, ck, blk_ptr, blk, m_grid):
+    t2 = _time.process_time()
+    for arr in (ck_ptr, ck, blk_ptr, blk, M):
         arr.flags.writeable = False
-    return {"stats": stats, "true_lo": true_lo, "true_hi": true_hi, "value": value, "m_grid": m_grid,
-            "ucap": ucap, "wmax": wmax, "checkpoints": (ck_ptr, ck), "first_block": (blk_ptr, blk)}
+    return {"stats": stats, "true_lo": true_lo, "true_hi": true_hi, "value": value, "M": M,
+            "ucap": ucap, "wmax": wmax, "checkpoints": (ck_ptr, ck), "first_block": (blk_ptr, blk),
+            "cpu_s": (t1 - t0, t2 - t1)}

@@ -77,12 +77,20 @@ def test_baseline_sensitivity_reports_every_spec_at_every_point(capsys) -> None:
     assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
 
 
+def test_oracle_benchmark_reports_the_cost_ratio(capsys) -> None:
+    out = _bench("bench_oracle").main(["--seeds", "2", "--requests", "1", "--repeats", "1",
+                                       "--agents", "static-k", "ucb-specstop"])
+    assert set(out) == {"ratio_wall", "ratio_cpu"} and all(_positive(v) for v in out.values())
+    assert "path DPs: 2" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("script, argv, flag", [
     ("bench_vector_env", ["--sizes", "8", "0"], "--sizes"),
     ("bench_single_env", ["--repeats", "0"], "--repeats"),
     ("bench_batched_eval", ["--seeds", "0"], "--seeds"),
     ("bench_ppo_fps", ["--n_envs", "-1"], "--n_envs"),
     ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
+    ("bench_oracle", ["--requests", "0"], "--requests"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:

@@ -22,8 +22,7 @@ from specstop_gym import make_scenario
 from specstop_gym.core.channel import Channel
 from specstop_gym.evaluation import run_agent
 from specstop_gym.oracle import expected_request_time_fixed_k, optimal_k_for_costs, solve_markov_dp
-from specstop_gym.path_oracle import (DelayPath, _jitter_nodes, grid_step, path_from_channel,
-                                      solve_path_dp)
+from specstop_gym.path_oracle import DelayPath, _jitter_nodes, path_from_channel, solve_path_dp
 from specstop_gym.scenarios import build_acceptance, build_channel, build_simulator
 from specstop_gym.evaluation.runner import seed_keys
 
@@ -33,12 +32,12 @@ def _brute_force(survival, path, *, n_tokens, n_requests, draft_ms, vb, vp, grid
     """min over every deterministic policy of the expected episode time on the discretised model.
 
     The model, written out independently of the DP: states (p, i), i in 0..hi (every level has
-    the window [0, hi]); action k costs k c + vb + m((i + k q) h); the landing time
+    the window [0, hi]); action k costs k c + vb + m(i h + k draft_ms); the landing time
     x = i h + k c + vb + m e_j (jitter node j, weight w_j) goes to the grid points floor(x/h) and
     floor(x/h) + 1 with the linear weights, clamped to the window; outcome a (P = S_a - S_{a+1},
     a < k; S_k at a = k) moves to level p + min(a + 1, tokens left).
     """
-    h, q = grid_step(draft_ms, grid_ms)
+    h = grid_ms
     c = draft_ms + vp
     e, w = _jitter_nodes(path.jitter_cv, jitter_nodes)
     S = np.concatenate([[1.0], survival, [0.0]])
@@ -46,7 +45,7 @@ def _brute_force(survival, path, *, n_tokens, n_requests, draft_ms, vb, vp, grid
     L = n_tokens * n_requests
 
     def succ(p, i, k):
-        m = float(path.mean_rtt_ms((i + k * q) * h))
+        m = float(path.mean_rtt_ms(i * h + k * draft_ms))
         cost = k * c + vb + m
         n = n_tokens - p % n_tokens
         out = []
@@ -84,7 +83,7 @@ def _brute_force(survival, path, *, n_tokens, n_requests, draft_ms, vb, vp, grid
 
 
 TINY = [
-    # (survival, path, n_tokens, n_requests, grid/draft ms, window top, jitter nodes)
+    # (survival, path, n_tokens, n_requests, grid ms, window top, jitter nodes)
     ([0.6, 0.3], DelayPath("trace", [0.0, 30.0, 60.0], [40.0, 10.0, 80.0], duration_ms=90.0, offset_ms=17.0),
      3, 1, 10.0, 7, 1),
     ([0.7, 0.4], DelayPath("trace", [0.0, 25.0, 50.0, 75.0], [15.0, 60.0, 5.0, 30.0], duration_ms=100.0),
@@ -94,20 +93,21 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("survival, path, n_tokens, n_requests, draft, hi, nodes", TINY)
-def test_dp_equals_brute_force_enumeration(survival, path, n_tokens, n_requests, draft, hi, nodes) -> None:
+@pytest.mark.parametrize("survival, path, n_tokens, n_requests, grid, hi, nodes", TINY)
+def test_dp_equals_brute_force_enumeration(survival, path, n_tokens, n_requests, grid, hi, nodes) -> None:
     L = n_tokens * n_requests
+    draft = 7.0  # not a multiple of the grid: a round is sent between grid points
     sol = solve_path_dp(survival, path, n_tokens=n_tokens, n_requests=n_requests, draft_ms=draft,
-                        verify_base_ms=5.0, verify_per_token_ms=0.5, grid_ms=draft, jitter_nodes=nodes,
+                        verify_base_ms=5.0, verify_per_token_ms=0.5, grid_ms=grid, jitter_nodes=nodes,
                         windows=(np.zeros(L, np.int64), np.full(L, hi, np.int64)))
     brute, n_states = _brute_force(np.array(survival), path, n_tokens=n_tokens, n_requests=n_requests,
-                                   draft_ms=draft, vb=5.0, vp=0.5, grid_ms=draft, hi=hi, jitter_nodes=nodes)
+                                   draft_ms=draft, vb=5.0, vp=0.5, grid_ms=grid, hi=hi, jitter_nodes=nodes)
     assert n_states >= 6  # the enumeration is not trivial (K^states policies)
     assert sol.value_ms == pytest.approx(brute, rel=1e-12)
     # with windows that hold every reachable time the forward check (which propagates the true
     # times, where the tiny windows above clamp them) carries the DP's policy to the DP's value
     wide = solve_path_dp(survival, path, n_tokens=n_tokens, n_requests=n_requests, draft_ms=draft,
-                         verify_base_ms=5.0, verify_per_token_ms=0.5, grid_ms=draft, jitter_nodes=nodes,
+                         verify_base_ms=5.0, verify_per_token_ms=0.5, grid_ms=grid, jitter_nodes=nodes,
                          windows=(np.zeros(L, np.int64), np.full(L, 200, np.int64)))
     assert wide.leak == 0.0 and wide.overflow == 0.0
     assert wide.expected_time_ms == pytest.approx(wide.value_ms, rel=1e-12)

@@ -377,20 +377,41 @@ def versions() -> dict[str, str]:
     return out
 
 
-def oracle_reference(scenario: ScenarioConfig) -> dict[str, Any]:
-    """What the exact oracle says about a scenario (SPEC 4): k*, rho*, the critical delay.
+ORACLE_POLICIES = {
+    "constant": "finite-horizon DP over the tokens left (one channel state): the stationary k* while many "
+                "tokens are left, other drafts near the end of a request",
+    "iid": "finite-horizon DP over the tokens left (one channel state): the stationary k* while many tokens "
+           "are left, other drafts near the end of a request",
+    "markov": "DP over (tokens left, channel state), chained over the requests of the episode",
+    "drift": "path DP over (wall-clock time, progress) on the drift schedule, jitter and acceptance in "
+             "expectation (one DP for all seeds)",
+    "trace": "path DP over (wall-clock time, progress) on the replayed trace from each episode's offset "
+             "(one DP per seed)",
+}
+"""What the ``oracle`` agent plays, per channel kind (SPEC 4; agents/oracle_agent.py)."""
 
-    ``k_star``/``rho_star_ms`` for stationary channels (constant, iid) at the long-run mean rtt;
-    for drift and Markov channels the stationary optimum at each mean rtt level instead
-    (``local``), a guide for the k-over-time plot rather than the reference (the oracle agent
-    plays the Markov DP / local rule of SPEC 4).
+
+def oracle_reference(scenario: ScenarioConfig) -> dict[str, Any]:
+    """What the exact oracle says about a scenario (SPEC 4): which oracle it is, k*, rho*, D_c.
+
+    ``policy`` says what the ``oracle`` agent plays on this channel (``token_rule``: what it adds
+    at the token level); ``k_star``/``rho_star_ms`` for stationary channels (constant, iid) at
+    the long-run mean rtt; for drift and Markov channels the stationary optimum at each mean
+    rtt level instead (``local``), a guide for the k-over-time plot rather than the reference.
+    ``mean_rtt_ms`` is the channel's long-run mean rtt (a trace: over its samples, each counted
+    once); a trace also gets ``time_weighted_mean_rtt_ms``.
     """
     from ..oracle import critical_delay, optimal_k_for_costs
     from ..scenarios import build_acceptance, build_channel, stationary_reference
 
     survival = build_acceptance(scenario).survival(scenario.max_draft)
     c = scenario.marginal_cost_ms
+    signal = (scenario.acceptance == "latent" and scenario.confidence_sigma is not None
+              and scenario.channel in ("constant", "iid"))
     out: dict[str, Any] = {
+        "policy": ORACLE_POLICIES[scenario.channel],
+        "token_rule": ("Bayes stopping on the confidence signal (exact latent posterior, threshold = the "
+                       "rule's own long-run per-token latency)" if signal else "plans k at the round start"),
         "marginal_cost_ms": c,
         "survival": np.asarray(survival).tolist(),
         # D_c with the full marginal cost c (transmission included when bandwidth is modelled)
@@ -402,7 +423,10 @@ def oracle_reference(scenario: ScenarioConfig) -> dict[str, Any]:
         "local": [],
     }
     try:
-        out["mean_rtt_ms"] = float(build_channel(scenario).long_run_mean_rtt_ms())
+        channel = build_channel(scenario)
+        out["mean_rtt_ms"] = float(channel.long_run_mean_rtt_ms())
+        if scenario.channel == "trace":
+            out["time_weighted_mean_rtt_ms"] = float(channel.time_weighted_mean_rtt_ms())
     except Exception:
         out["mean_rtt_ms"] = None
     if is_stationary(scenario):
