@@ -156,7 +156,7 @@ class OracleAgent(Agent):
     Parameters:
         grid_ms (float, default :func:`default_grid_ms`): time step of the path DP (ms); the
             step used is the largest divisor of ``draft_ms`` not above it.
-        jitter_nodes (int, default 5): Gauss-Hermite nodes for the drift's jitter.
+        jitter_nodes (int, default 3): Gauss-Hermite nodes for the drift's jitter.
         lookahead (int, default 1): steps of lookahead of the signal rule (2: also drafts when
             drafting and deciding again after the next confidence pays; docs/model.md).
         threads (int, default: the CPU count, at most 4): a trace's per-offset DPs are solved
@@ -171,7 +171,7 @@ class OracleAgent(Agent):
     uses_ground_truth: ClassVar[bool] = True
 
     def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
-                 grid_ms: float | None = None, jitter_nodes: int = 5, lookahead: int = 1, signal: bool = True,
+                 grid_ms: float | None = None, jitter_nodes: int = 3, lookahead: int = 1, signal: bool = True,
                  threads: int | None = None, **params: Any) -> None:
         super().__init__(scenario, n_runs, seed, **params)
         if threads is None:

@@ -84,6 +84,14 @@ def test_oracle_benchmark_reports_the_cost_ratio(capsys) -> None:
     assert "path DPs: 2" in capsys.readouterr().out
 
 
+def test_oracle_refinement_script_reports_every_grid() -> None:
+    rows = _bench("oracle_refinement").main(["--scenario", "trace-cellular", "--grids", "20", "10", "--seeds", "2",
+                                             "--requests", "1", "--n_tokens", "32"])
+    assert [r["grid_ms"] for r in rows] == [20.0, 10.0]
+    assert rows[-1]["diff_pct"] == 0.0 and rows[-1]["decisions_differing"] == 0.0
+    assert all(_positive(r["value_ms_per_token"]) and 0.0 <= r["decisions_differing"] <= 1.0 for r in rows)
+
+
 @pytest.mark.parametrize("script, argv, flag", [
     ("bench_vector_env", ["--sizes", "8", "0"], "--sizes"),
     ("bench_single_env", ["--repeats", "0"], "--repeats"),
