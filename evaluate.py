@@ -209,6 +209,11 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
                 built[label] = build_agent(label, cfg, len(seeds), seeds[0])
             except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
                 raise UsageError(f"--agents {label!r} on scenario {name!r}: {e}") from None
+        if not any(spec_name(label) == "oracle" for label in labels):  # always run: built and checked here too
+            try:
+                built["oracle"] = build_agent("oracle", cfg, len(seeds), seeds[0])
+            except (ValueError, TypeError, OSError, OverflowError) as e:
+                raise UsageError(f"the oracle (always run as the reference) on scenario {name!r}: {e}") from None
         configs.append(cfg)
         prebuilt[cfg.name] = built
     if len({c.name for c in configs}) != len(configs):

@@ -16,10 +16,19 @@ from specstop_gym.oracle import (
     solve_markov_dp,
     solve_markov_dp_episode,
 )
-from specstop_gym.path_oracle import PathDPSolution, path_from_channel, solve_path_dp
+from specstop_gym.path_oracle import (
+    PathDPSolution,
+    check_problem_size,
+    path_from_channel,
+    solve_path_dp,
+)
 from specstop_gym.scenarios import build_acceptance, build_channel
-from specstop_gym.signal_oracle import (LatentSignalModel, dinkelbach_lambda, observation_from_confidence,
-                                        should_continue)
+from specstop_gym.signal_oracle import (
+    LatentSignalModel,
+    dinkelbach_lambda,
+    observation_from_confidence,
+    should_continue,
+)
 
 from .base import Agent, RoundContext, RoundFeedback, TokenContext
 from .ucb_specstop import batch_optimal_k
@@ -87,14 +96,21 @@ def signal_model(scenario: ScenarioConfig) -> LatentSignalModel | None:
                                           signal_sigma=scenario.confidence_sigma)
 
 
-@functools.lru_cache(maxsize=8)
 def _signal_lambda(scenario: ScenarioConfig, lookahead: int) -> dict[str, Any]:
     """Dinkelbach's fixed point of the signal rule on a stationary channel (B = mean rtt + verify base)."""
-    model = signal_model(scenario)
-    assert model is not None
     c = scenario.marginal_cost_ms
     b = scenario.delay_ms + scenario.verify_base_ms
     start = optimal_k_for_costs(_survival(scenario), c, b)[1]
+    return _signal_lambda_cached(tuple(scenario.profile or ()), scenario.max_draft, scenario.latent_tau,
+                                 scenario.latent_eps_sigma, float(scenario.confidence_sigma or 0.0), c, b, start,
+                                 lookahead)
+
+
+@functools.lru_cache(maxsize=16)
+def _signal_lambda_cached(profile: tuple[float, ...], max_draft: int, tau: float, eps_sigma: float, sigma: float,
+                          c: float, b: float, start: float, lookahead: int) -> dict[str, Any]:
+    """Cached on what the fixed point depends on (not on the episode's length, say)."""
+    model = LatentSignalModel.from_profile(profile, max_draft, tau=tau, eps_sigma=eps_sigma, signal_sigma=sigma)
     return dinkelbach_lambda(model, cost_ms=c, fixed_cost_ms=b, lookahead=lookahead, start=start)
 
 
@@ -205,6 +221,12 @@ class OracleAgent(Agent):
             self._drift = _drift_dp(scenario, self.grid_ms, self.jitter_nodes)
         else:
             self._trace_channel = build_channel(scenario)
+            # the per-offset DPs are solved when a run first needs them: refuse a too large one now
+            check_problem_size(_survival(scenario), path_from_channel(self._trace_channel), n_tokens=scenario.n_tokens,
+                               n_requests=scenario.requests_per_episode, draft_ms=scenario.draft_ms,
+                               verify_base_ms=scenario.verify_base_ms,
+                               verify_per_token_ms=scenario.verify_per_token_ms,
+                               tx_per_token_ms=_tx_per_token_ms(scenario), grid_ms=self.grid_ms)
         self._progress = np.zeros(self.n_runs, np.int64)
         self.lookahead = int(lookahead)
         self._signal = signal_model(scenario) if signal and scenario.channel in ("constant", "iid") else None

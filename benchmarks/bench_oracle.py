@@ -30,7 +30,7 @@ from specstop_gym.evaluation import run_agent
 from specstop_gym.evaluation.runner import BEST_FIXED_K, run_best_fixed_k
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluate import DEFAULT_AGENTS  # noqa: E402  (the repository root's script)
+from evaluate import DEFAULT_AGENTS
 
 
 @dataclass

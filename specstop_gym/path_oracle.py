@@ -94,7 +94,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["DelayPath", "PathDPSolution", "path_from_channel", "solve_path_dp"]
+__all__ = ["DelayPath", "PathDPSolution", "check_problem_size", "path_from_channel", "solve_path_dp"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -921,7 +921,7 @@ def _widen(lo: np.ndarray, hi: np.ndarray, margin: float) -> tuple[np.ndarray, n
 def _pilot_windows(model, S_cum, hp, tail, t_est):
     """Tail-quantile windows (grid ``hp``) of the pilot rule's distribution; returns
     (lo, hi, mass cut or past the grid)."""
-    N, L, K, S, c, vb, d, e, w, args, round_max = model
+    N, L, K, S, c, vb, d, e, w, args, _ = model
     for _ in range(12):
         G = math.ceil(t_est / hp) + 2
         _check_grid(G, K)
@@ -934,6 +934,18 @@ def _pilot_windows(model, S_cum, hp, tail, t_est):
             break
         t_est *= 2.0
     return out_lo, out_hi, float(stats[1] + stats[2])
+
+
+def check_problem_size(survival: Any, path: DelayPath, *, n_tokens: int, n_requests: int, draft_ms: float,
+                       verify_base_ms: float, verify_per_token_ms: float, tx_per_token_ms: float = 0.0,
+                       grid_ms: float = 10.0, window_margin: float = 0.02) -> None:
+    """Raise ValueError (before any work) when :func:`solve_path_dp` would face a problem far beyond
+    ``MAX_STATES`` (a renewal estimate of the windows; the offset of a trace does not matter)."""
+    S, S_cum, K = _survival_arrays(survival)
+    L = _check_count("n_tokens", n_tokens) * _check_count("n_requests", n_requests)
+    c = float(draft_ms) + float(verify_per_token_ms) + float(tx_per_token_ms)
+    _check_size_estimate(L, K, S, S_cum, c, float(verify_base_ms), float(np.mean(path.values_ms)),
+                         _check_grid_ms(grid_ms), window_margin)
 
 
 def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:

@@ -91,7 +91,7 @@ class LatentSignalModel:
 
     @classmethod
     def from_profile(cls, profile: Any, max_draft: int, *, tau: float, eps_sigma: float, signal_sigma: float,
-                     **kw: Any) -> "LatentSignalModel":
+                     **kw: Any) -> LatentSignalModel:
         """From a profile ``a_1, a_2, ...`` (extended with its last value to ``max_draft``)."""
         from .core.acceptance import extend_profile, logit
 

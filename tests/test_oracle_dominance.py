@@ -42,7 +42,7 @@ def _scenario(case: str):
     return make_scenario(case)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _latency(case: str, spec: str, level: str) -> np.ndarray:
     sc = _scenario(case)
     if spec.startswith("static-k") and level == "token":

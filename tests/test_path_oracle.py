@@ -21,10 +21,10 @@ from agents.registry import make_agent
 from specstop_gym import make_scenario
 from specstop_gym.core.channel import Channel
 from specstop_gym.evaluation import run_agent
+from specstop_gym.evaluation.runner import seed_keys
 from specstop_gym.oracle import expected_request_time_fixed_k, optimal_k_for_costs, solve_markov_dp
 from specstop_gym.path_oracle import DelayPath, _jitter_nodes, path_from_channel, solve_path_dp
 from specstop_gym.scenarios import build_acceptance, build_channel, build_simulator
-from specstop_gym.evaluation.runner import seed_keys
 
 
 # --------------------------------------------------------------------------- brute force
@@ -225,7 +225,7 @@ def test_recomputed_blocks_are_bit_identical() -> None:
         for lev in range(r * cfg.n_tokens, (r + 1) * cfg.n_tokens):
             wd = a.hi[lev] - a.lo[lev] + 1
             np.testing.assert_array_equal(vals[ptr[lev]:ptr[lev] + wd], vals_w[ptr_w[lev]:ptr_w[lev] + wd])
-    assert a.leak < 1e-6 and a.overflow == 0.0
+    assert a.leak < 1e-6 and a.overflow < 1e-12
     assert a.expected_time_ms == pytest.approx(a.value_ms, rel=1e-6)
 
 

@@ -18,8 +18,13 @@ from agents.registry import make_agent
 from specstop_gym import make_scenario
 from specstop_gym.oracle import optimal_k_for_costs
 from specstop_gym.scenarios import build_acceptance
-from specstop_gym.signal_oracle import (LatentSignalModel, dinkelbach_lambda, observation_from_confidence,
-                                        prefix_acceptance, should_continue)
+from specstop_gym.signal_oracle import (
+    LatentSignalModel,
+    dinkelbach_lambda,
+    observation_from_confidence,
+    prefix_acceptance,
+    should_continue,
+)
 
 
 def _model(**kw) -> LatentSignalModel:

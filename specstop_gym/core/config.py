@@ -114,6 +114,8 @@ BOUNDS: dict[str, Bound] = {
                             f"at most {MAX_DRIFT_POINTS} breakpoints"),
     "drift_period_ms": Bound(0.0, 1e10, "ms", "as the breakpoint times", lo_open=True),
     "drift_cv": Bound(0.0, MAX_CV, "", "as delay_cv (lognormal)"),
+    "delay_trace_gap_factor": Bound(1.0, 1e6, "median intervals", "a gap is longer than this many median "
+                                    "sampling intervals of the trace: more than one, finite", lo_open=True),
     "jitter_slot_ms": Bound(0.01, 60_000.0, "ms", "keeps the jitter's wall-clock index (time / slot) far "
                             "inside 64 bits; a slot of a minute is already coarser than any channel's jitter"),
     "time_scale_ms": Bound(1e-3, 1e9, "ms", "reward = -step_ms / time_scale_ms stays finite and away from "
@@ -335,11 +337,7 @@ class ScenarioConfig:
         _choice("drift_mode", self.drift_mode, DRIFT_MODES)
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
         _choice("delay_trace_gaps", self.delay_trace_gaps, TRACE_GAP_POLICIES)
-        gap_factor = _finite_nonneg("delay_trace_gap_factor", self.delay_trace_gap_factor)
-        if gap_factor <= 1.0:
-            raise ConfigError(f"delay_trace_gap_factor must be > 1 (a multiple of the median sampling interval), "
-                              f"got {self.delay_trace_gap_factor!r}")
-        set_(self, "delay_trace_gap_factor", gap_factor)
+        set_(self, "delay_trace_gap_factor", _number("delay_trace_gap_factor", self.delay_trace_gap_factor))
         set_(self, "alpha", _probability("alpha", self.alpha))
         if self.profile is not None:
             if isinstance(self.profile, (str, bytes)) or not isinstance(self.profile, (list, tuple, np.ndarray)):
