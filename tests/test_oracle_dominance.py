@@ -7,11 +7,12 @@ oracle's seeds (common random numbers). Per seed the relative difference
 ``(agent - oracle) / oracle`` of the per-token latency is taken, and its Student-t 95% interval
 over the seeds must not lie below 0.
 
-``best-fixed-k`` is the best static k *of each seed, chosen on that seed's own draws*: a
-selection no policy can make, worth 1.45 / 0.76 / 0.50 % of latency on ``qwen-latent-signal``
-with 1 / 2 / 4 requests (64 seeds; docs/model.md). The test therefore holds the oracle against
-every fixed k (which covers the best fixed k in expectation) and reports the per-seed
-best-fixed-k's difference without asserting on it.
+``best-fixed-k`` is the single static k with the lowest pooled latency over the seeds (the
+runner's definition; every seed serves the same number of tokens, so that is the k of the lowest
+mean latency). It is held to the same test. The best k *of each seed, chosen on that seed's own
+draws* is a selection no policy can make (worth 1.45 / 0.76 / 0.50 % of latency on
+``qwen-latent-signal`` with 1 / 2 / 4 requests, 64 seeds; docs/model.md): it is reported, not
+asserted.
 
 Budget: 10 seeds, each preset's own number of requests (``drift``: 2, so that an episode crosses
 a 40 -> 400 ms switch), 256 tokens per request.
@@ -63,8 +64,28 @@ def test_no_agent_beats_the_oracle(case: str, level: str) -> None:
         report.append(f"{spec} {ci['mean']:+.3f}% [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]")
         if ci["ci_high"] < 0.0:
             beaten.append(report[-1])
-    assert not beaten, f"{case} ({level} level): beaten by " + "; ".join(beaten)
-    # the per-seed best-fixed-k (hindsight on each seed's draws) is reported, not asserted
     statics = np.array([_latency(case, f"static-k:k={k}", level) for k in range(1, sc.max_draft + 1)])
-    bfk = (statics.min(axis=0) - oracle) / oracle * 100.0
-    print(f"{case} {level}: best-fixed-k (per seed) {bfk.mean():+.3f}%; " + "; ".join(report))
+    best = int(np.argmin(statics.mean(axis=1)))  # best-fixed-k: one k for all seeds
+    ci = confidence_interval((statics[best] - oracle) / oracle * 100.0)
+    report.append(f"best-fixed-k (k={best + 1}) {ci['mean']:+.3f}% [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]")
+    if ci["ci_high"] < 0.0:
+        beaten.append(report[-1])
+    assert not beaten, f"{case} ({level} level): beaten by " + "; ".join(beaten)
+    # the best k of each seed on its own draws (hindsight no policy has) is reported, not asserted
+    per_seed = (statics.min(axis=0) - oracle) / oracle * 100.0
+    print(f"{case} {level}: per-seed hindsight k {per_seed.mean():+.3f}%; " + "; ".join(report))
+
+
+def test_best_fixed_k_is_one_k_for_all_seeds() -> None:
+    """The runner's best-fixed-k plays the single k of the lowest pooled latency on every seed."""
+    from specstop_gym.evaluation.runner import run_best_fixed_k
+
+    sc = make_scenario("qwen-latent-signal", n_tokens=64)
+    seeds = list(range(6))
+    run = run_best_fixed_k(sc, seeds)
+    statics = np.array([run_agent(make_agent(f"static-k:k={k}", sc, n_runs=len(seeds)), sc, seeds)
+                        .per_token_latency_ms for k in range(1, sc.max_draft + 1)])
+    k = int(np.argmin(statics.mean(axis=1))) + 1
+    assert run.description["k"] == k and set(run.columns["k"].tolist()) == {k}
+    np.testing.assert_array_equal(run.per_token_latency_ms, statics[k - 1])
+    assert len(run.description["k_per_seed_hindsight"]) == len(seeds)

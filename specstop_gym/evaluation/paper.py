@@ -391,7 +391,7 @@ def claim_drift(budget: PaperBudget, seeds: list[int], tick: Callable[[], None])
         span_s = float(np.median([comp.runs["oracle"].columns["start_ms"][comp.runs["oracle"].seed_rows(i)].max()
                                   for i in range(len(seeds))]) / 1000.0)
         rows.append({"variant": tag, "first_level_ms": first, "static_k": int(k1), "static_spec": static,
-                     "best_fixed_k_per_seed": comp.runs["best-fixed-k"].extra["k"],
+                     "best_fixed_k": comp.runs["best-fixed-k"].extra["k"],
                      "episode_span_s": span_s, "drift_period_s": (sc.drift_period_ms or float("nan")) / 1000.0,
                      "static_gap_to_oracle_pct": _gap(comp, static),
                      "best_fixed_k_gap_to_oracle_pct": _gap(comp, "best-fixed-k"),

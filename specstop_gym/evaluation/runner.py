@@ -160,11 +160,18 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
 def run_best_fixed_k(scenario: ScenarioConfig, seeds: Iterable[int], *, max_rounds: int | None = None,
                      on_round: Callable[[int], None] | None = None, keep_rounds: bool = True,
                      rho_ref: np.ndarray | None = None, sink: Sink | None = None) -> AgentRun:
-    """best-fixed-k: static k for every k on the same draws; per seed the best in hindsight (SPEC 4).
+    """best-fixed-k: the single static k that did best in hindsight over all seeds (SPEC 4).
 
-    The K static runs keep only their totals; then each seed's best k is run again on that seed
-    (rows are independent, so the replay is the same run) with its rounds recorded, so memory
-    does not grow with K or the seeds.
+    ``static-k`` runs for every ``k = 1..max_draft`` on the same draws; the k with the smallest
+    pooled time per token ``sum_seeds time / sum_seeds tokens`` (smallest k on ties) is the
+    benchmark, one k for every seed: the bandit benchmark "best fixed arm in hindsight", a policy
+    that could have been played. (Choosing a k per seed on that seed's own draws is not: with
+    short runs it profits from the noise of each seed's draws, up to 1.45% of latency on
+    qwen-latent-signal with one request, and beats every policy, the oracle included. That
+    per-seed choice is recorded as ``k_per_seed_hindsight`` for reference only.)
+
+    The K static runs keep only their totals; then the best k is run again with its rounds
+    recorded, so memory does not grow with K.
     """
     from agents.registry import make_agent
 
@@ -176,14 +183,13 @@ def run_best_fixed_k(scenario: ScenarioConfig, seeds: Iterable[int], *, max_roun
             for k in range(1, scenario.max_draft + 1)]
     times = np.stack([r.total_time_ms for r in runs])  # (K, seeds)
     tokens = np.stack([r.total_tokens for r in runs])
-    best = np.array([best_fixed_k(times[:, j], tokens[:, j])[0] for j in range(len(seeds))], dtype=np.int64)
+    kb = best_fixed_k(times.sum(axis=1), tokens.sum(axis=1))[0]
+    per_seed = [best_fixed_k(times[:, j], tokens[:, j])[0] for j in range(len(seeds))]
     rec = RoundRecorder(seeds, rho_ref=rho_ref, scenario=scenario, sink=sink, keep=keep_rounds)
-    for kb in np.unique(best):
-        pos = np.flatnonzero(best == kb)
-        run_agent(make_agent("static-k", scenario, n_runs=len(pos), k=int(kb)), scenario, seeds[pos],
-                  max_rounds=max_rounds, recorder=rec, positions=pos)
+    run_agent(make_agent("static-k", scenario, n_runs=len(seeds), k=int(kb)), scenario, seeds,
+              max_rounds=max_rounds, recorder=rec, positions=np.arange(len(seeds)))
     columns, stats = rec.finish()
-    idx = np.arange(len(seeds))
-    return AgentRun(agent=BEST_FIXED_K, description={"name": BEST_FIXED_K, "k_per_seed": best.tolist()},
-                    seeds=seeds, columns=columns, total_time_ms=times[best - 1, idx],
-                    total_tokens=tokens[best - 1, idx], extra={"k": best}, stats=stats)
+    return AgentRun(agent=BEST_FIXED_K, description={"name": BEST_FIXED_K, "k": int(kb),
+                                                     "k_per_seed_hindsight": per_seed},
+                    seeds=seeds, columns=columns, total_time_ms=times[kb - 1].copy(),
+                    total_tokens=tokens[kb - 1].copy(), extra={"k": int(kb)}, stats=stats)
