@@ -61,6 +61,15 @@ when even that fails (:mod:`._jitcache`). ``_nrt=False``: no kernel allocates, a
 runtime's reference counting an array passed to a helper costs nothing (with it, each
 call pays atomic increments and decrements, ~10 ns)."""
 
+_INLINE = {"forceinline": True, **_JIT}
+"""Options of the small helpers: each is compiled once (per argument types) and LLVM inlines it
+into its callers (``forceinline``: LLVM's ``alwaysinline``), so the step loops run as one
+function. (numba's own ``inline="always"``, used before, inlined at numba's IR level: the same
+speed, but numba re-derived and copied the helper's IR at every call site, which made the first
+compile of the kernels 2-3x longer; docs/vector.md, "First run".) Helpers take typed int64
+arguments (:data:`I0`, the ``STREAM_*`` constants): a literal argument would compile one more copy
+of the helper per distinct value."""
+
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 M1 = np.uint64(0xBF58476D1CE4E5B9)
 M2 = np.uint64(0x94D049BB133111EB)
@@ -72,16 +81,21 @@ TWO_M53 = 1.0 / 9007199254740992.0
 LOGIT_CLIP = 40.0
 
 # Named streams: distinct constants so that draws never collide.
-STREAM_ACCEPT_U = 1  # acceptance uniforms, index = round, slot = position
-STREAM_LATENT_Z = 2  # per-round difficulty, index = round
-STREAM_LATENT_EPS = 3  # per-token difficulty noise, index = round, slot = position
-STREAM_CONFIDENCE = 4  # confidence-signal noise, index = round, slot = position
-STREAM_TRACE_PICK = 5  # which recorded round a replayed round copies, index = round
-STREAM_RTT = 6  # rtt jitter, index = wall-clock slot of sending
-STREAM_MARKOV = 7  # Markov path: index = switch number, slot 0 = holding time, 1 = next state
-STREAM_OFFSET = 8  # episode start offsets (trace replay), index = 0
-STREAM_INIT = 9  # initial channel state, index = 0
-PROBE_SLOT = 1  # jitter slot of the initial rtt probe at reset (rounds use slot 0)
+STREAM_ACCEPT_U = np.int64(1)  # acceptance uniforms, index = round, slot = position
+STREAM_LATENT_Z = np.int64(2)  # per-round difficulty, index = round
+STREAM_LATENT_EPS = np.int64(3)  # per-token difficulty noise, index = round, slot = position
+STREAM_CONFIDENCE = np.int64(4)  # confidence-signal noise, index = round, slot = position
+STREAM_TRACE_PICK = np.int64(5)  # which recorded round a replayed round copies, index = round
+STREAM_RTT = np.int64(6)  # rtt jitter, index = wall-clock slot of sending
+STREAM_MARKOV = np.int64(7)  # Markov path: index = switch number, slot 0 = holding time, 1 = next state
+STREAM_OFFSET = np.int64(8)  # episode start offsets (trace replay), index = 0
+STREAM_INIT = np.int64(9)  # initial channel state, index = 0
+PROBE_SLOT = np.int64(1)  # jitter slot of the initial rtt probe at reset (rounds use slot 0)
+
+I0 = np.int64(0)
+I1 = np.int64(1)
+"""Typed int64 constants for helper arguments (a literal ``0`` would be typed ``Literal[int](0)``
+and compile one more copy of the helper)."""
 
 # ---------------------------------------------------------------- kinds
 ACC_PROFILE, ACC_LATENT, ACC_TRACE = 0, 1, 2
@@ -156,7 +170,7 @@ R_FLOAT_COLS = 3
 
 
 # ====================================================================== randomness
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def mix(z):
     """SplitMix64 finaliser (bijective on uint64)."""
     z = (z ^ (z >> _S30)) * M1
@@ -164,7 +178,7 @@ def mix(z):
     return z ^ (z >> _S31)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def hash64(key, stream, index, slot):
     """``mix(mix(key ^ stream*GOLDEN) ^ (index*M1 + slot*M2 + GOLDEN))`` (uint64 key, int64 rest)."""
     h = mix(key ^ (np.uint64(stream) * GOLDEN))
@@ -172,7 +186,7 @@ def hash64(key, stream, index, slot):
     return mix(h ^ c)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def to_uniform(h):
     """Uniform in (0, 1) from a hash: ``((h >> 11) + 0.5) * 2**-53``."""
     return (np.float64(h >> _S11) + 0.5) * TWO_M53
@@ -193,7 +207,7 @@ _D0, _D1, _D2, _D3 = _ND
 _P_LOW = 0.02425
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def normal_quantile(p):
     """Standard normal quantile of p in (0, 1): Acklam's rational approximation (central region
     |p - 1/2| <= 0.47575 without transcendental functions; tails through sqrt(-2 log p))."""
@@ -211,18 +225,18 @@ def normal_quantile(p):
         ((((_B0 * r + _B1) * r + _B2) * r + _B3) * r + _B4) * r + 1.0)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def to_normal(h):
     """Standard normal from a hash: the normal quantile of its uniform (inversion, 53 random bits)."""
     return normal_quantile(to_uniform(h))
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def uniform(key, stream, index, slot):
     return to_uniform(hash64(key, stream, index, slot))
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def normal(key, stream, index, slot):
     return to_normal(hash64(key, stream, index, slot))
 
@@ -241,10 +255,10 @@ def draw_array(keys, stream, index, slot, kind, out_u64, out_f64):
 
 
 # ====================================================================== small math
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def logit(p):
     """log(p / (1 - p)) clipped to +-40 (finite at p in {0, 1})."""
-    x = np.log(p) - np.log1p(-p)
+    x = math.log(p) - math.log1p(-p)
     if x > LOGIT_CLIP:
         return LOGIT_CLIP
     if x < -LOGIT_CLIP:
@@ -252,13 +266,13 @@ def logit(p):
     return x
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def sigmoid(x):
     """1 / (1 + exp(-x)) as 0.5 (1 + tanh(x / 2))."""
     return 0.5 * (1.0 + math.tanh(0.5 * x))
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def search_right(P, off, n, x):
     """Number of the ``n`` sorted values ``P[off:off+n]`` that are <= x (numpy searchsorted, side right)."""
     lo, hi = 0, n
@@ -342,7 +356,7 @@ def gamma_quantile_array(a, u, out):
 
 
 # ====================================================================== acceptance
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def accept_p(P, I, key, rnd, i, z, pick):
     """Acceptance probability of position ``i`` (0-based) of round ``rnd`` (its latent ``z``)."""
     kind = I[I_ACC_KIND]
@@ -356,26 +370,26 @@ def accept_p(P, I, key, rnd, i, z, pick):
     return P[I[I_O_A] + i]
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def draw_round(P, I, k_max, key, rnd):
     """(G capped at k_max, latent z, trace pick) of round ``rnd``: position i is accepted when
     ``u_i < p_i``; G counts the accepted positions before the first rejection (uniforms
     are drawn up to the first rejection only, which gives the same G). One loop per kind:
     the loops stay small enough for the compiler to keep them tight."""
     kind = I[I_ACC_KIND]
-    g = 0
+    g = np.int64(0)
     if kind == ACC_PROFILE:
         o = I[I_O_A]
         while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < P[o + g]:
             g += 1
         return g, 0.0, 0
     if kind == ACC_LATENT:
-        z = P[P_TAU] * normal(key, STREAM_LATENT_Z, rnd, 0)
-        while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < accept_p(P, I, key, rnd, g, z, 0):
+        z = P[P_TAU] * normal(key, STREAM_LATENT_Z, rnd, I0)
+        while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < accept_p(P, I, key, rnd, g, z, I0):
             g += 1
         return g, z, 0
     n = I[I_N_REC]
-    pick = min(np.int64(uniform(key, STREAM_TRACE_PICK, rnd, 0) * n), n - 1)
+    pick = min(np.int64(uniform(key, STREAM_TRACE_PICK, rnd, I0) * n), n - 1)
     g = min(I[I[I_O_RUNLEN] + pick], k_max)
     if I[I[I_O_CENS] + pick] == 0 or g >= k_max:
         return g, 0.0, pick
@@ -385,7 +399,7 @@ def draw_round(P, I, k_max, key, rnd):
     return g, 0.0, pick
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def confidence(P, I, sigma, key, rnd, i, z, pick):
     """Confidence q_i: logit q_i = logit p_i + sigma * N(0, 1); a recorded confidence replaces it."""
     w = I[I_CONF_W]
@@ -422,34 +436,34 @@ def confidence_from_p_array(sigma, keys, rounds, p, out):
 
 
 # ====================================================================== channel
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _slot_index(P, t):
     return np.int64(math.floor(t / P[P_JITTER_SLOT]))
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _holding(P, I, key, state, count):
     rate = P[I[I_O_RATES] + state]
     if rate > 0.0:
-        return -math.log(uniform(key, STREAM_MARKOV, count, 0)) / rate
+        return -math.log(uniform(key, STREAM_MARKOV, count, I0)) / rate
     return np.inf
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def channel_init(P, I, key):
     """(state, switch count, next switch ms, offset ms) of a path starting at time 0."""
     kind = I[I_CH_KIND]
     if kind == CH_MARKOV:
         m = I[I_M]
-        u = uniform(key, STREAM_INIT, 0, 0)
+        u = uniform(key, STREAM_INIT, I0, I0)
         s = min(search_right(P, I[I_O_STAT], m, u), m - 1)
-        return s, 0, _holding(P, I, key, s, 0), 0.0
+        return s, I0, _holding(P, I, key, s, I0), 0.0
     if kind == CH_TRACE and I[I_RANDOM_OFFSET]:
-        return 0, 0, np.inf, uniform(key, STREAM_OFFSET, 0, 0) * P[P_DURATION]
-    return 0, 0, np.inf, 0.0
+        return I0, I0, np.inf, uniform(key, STREAM_OFFSET, I0, I0) * P[P_DURATION]
+    return I0, I0, np.inf, 0.0
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _trace_index(P, I, offset, t):
     tt = (offset + t) % P[P_DURATION]
     n = I[I_N_PTS]
@@ -457,14 +471,14 @@ def _trace_index(P, I, offset, t):
     return min(max(j, 0), n - 1)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def markov_advance(P, I, key, state, count, next_switch, t):
     """Advance a Markov path to time ``t``: (state, switch count, next switch)."""
     m = I[I_M]
     jump = I[I_O_JUMP]
     while next_switch <= t:
         count += 1
-        u = uniform(key, STREAM_MARKOV, count, 1)
+        u = uniform(key, STREAM_MARKOV, count, I1)
         new = 0
         row = jump + state * m
         for j in range(m):
@@ -475,7 +489,7 @@ def markov_advance(P, I, key, state, count, next_switch, t):
     return state, count, next_switch
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _drift_mean(P, I, t):
     if I[I_PERIODIC]:
         t = t - P[P_PERIOD] * math.floor(t / P[P_PERIOD])
@@ -493,7 +507,7 @@ def _drift_mean(P, I, t):
     return slope * (t - t0) + P[ov + j]
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def channel_state(P, I, key, t, state, count, next_switch, offset):
     """(observed state at t, path state, switch count, next switch) of a row's channel at time t."""
     kind = I[I_CH_KIND]
@@ -505,7 +519,7 @@ def channel_state(P, I, key, t, state, count, next_switch, offset):
     return 0, state, count, next_switch
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def channel_mean(P, I, t, state, offset):
     """Mean rtt (ms) at time t in ``state`` (what a clairvoyant oracle plans with)."""
     kind = I[I_CH_KIND]
@@ -518,7 +532,7 @@ def channel_mean(P, I, t, state, offset):
     return P[P_MEAN]
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def channel_rtt(P, I, key, t, state, offset, slot):
     """rtt (ms) of a round sent at time t in ``state`` (jitter indexed by the wall-clock slot)."""
     kind = I[I_CH_KIND]
@@ -538,7 +552,7 @@ def channel_rtt(P, I, key, t, state, offset, slot):
     return mean * math.exp(P[P_SD] * normal(key, STREAM_RTT, _slot_index(P, t), slot) - P[P_HALF_VAR])
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def channel_tx(P, I, state):
     """Uplink transmission time per drafted token (ms) in ``state``."""
     if I[I_TX_BY_STATE]:
@@ -573,12 +587,12 @@ def channel_mean_array(P, I, t, state, offset, out):
 
 
 # ====================================================================== simulator
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def _key(S, row):
     return np.uint64(S[row, S_KEY])
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def begin_round(S, F, P, I, row):
     """Draws of the row's current round (G; z and pick; q when the signal is on); position 1."""
     k = I[I_K]
@@ -596,7 +610,7 @@ def begin_round(S, F, P, I, row):
             F[row, qo + i] = confidence(P, I, sigma, key, rnd, i, z, pick)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def refresh_row(S, F, O, P, I, row):
     """Observation row from the state (layout: Simulator.observe)."""
     k = I[I_K]
@@ -652,7 +666,7 @@ def finish_round(S, F, O, P, I, row, k):
     offset = F[row, F_OFFSET]
     state, path, count, nxt = channel_state(P, I, key, t_send, S[row, S_CH_STATE], S[row, S_SWITCHES],
                                             F[row, F_NEXT_SWITCH], offset)
-    rtt = channel_rtt(P, I, key, t_send, state, offset, 0)
+    rtt = channel_rtt(P, I, key, t_send, state, offset, I0)
     marginal = k * (P[P_DRAFT] + P[P_VERIFY_TOKEN] + channel_tx(P, I, state))
     round_ms = marginal + rtt + P[P_VERIFY_BASE]
     g = S[row, S_G]
@@ -709,7 +723,7 @@ def finish_round(S, F, O, P, I, row, k):
 _NO_ROUND = (0.0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def write_round(RI, RF, j, row, k, res):
     """Outputs of a finished round (the tuple of :func:`finish_round`) into RI[j], RF[j]."""
     round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done = res
@@ -739,7 +753,7 @@ def step_round(S, F, O, P, I, rows, ks, RI, RF):
     return rows.shape[0]
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def token_action(S, F, O, P, I, row, action):
     """Token-level action of one row: 1 stops and sends, anything else drafts another token
     (a forced stop at max_draft). Returns (step_ms, finished, forced, k, the round's outputs of
@@ -762,7 +776,7 @@ def token_action(S, F, O, P, I, row, action):
 def step_token(S, F, O, P, I, rows, actions, RI, RF, step_ms, forced):
     """Token-level step of ``rows`` (see :func:`token_action`). Writes step_ms and forced per
     stepped row; returns the number of rounds finished (outputs in RI/RF rows 0..n-1, in row order)."""
-    n = 0
+    n = np.int64(0)
     for j in range(rows.shape[0]):
         row = rows[j]
         ms, fin, frc, k, res = token_action(S, F, O, P, I, row, actions[j])
@@ -783,7 +797,7 @@ def actions_in_range(actions, n_actions):
     return True
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def vector_row(S, F, O, P, I, row, active, action, token_level, R, steps, ints, floats, flags, masks):
     """One row of a vector-environment step: the action (unless the row is inactive: it was just
     reset by a NextStep autoreset), then every per-row output of the step.
@@ -855,7 +869,8 @@ def vector_step_parallel(S, F, O, P, I, active, actions, token_level, R, steps, 
     every row writes only its own entries, so the results are the same bits; no reduction, which
     would need the runtime's allocator)."""
     all_active = active.shape[0] == 0
-    for row in prange(S.shape[0]):
+    for r in prange(S.shape[0]):
+        row = np.int64(r)  # prange's index is unsigned: as int64, the row function is the one vector_step uses
         vector_row(S, F, O, P, I, row, all_active or active[row], actions[row], token_level, R, steps,
                    ints, floats, flags, masks)
 
