@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numba
 import numpy as np
@@ -955,3 +956,16 @@ def pack_model(config=None, acceptance=None, channel=None, max_draft: int | None
     if channel is not None:
         channel.pack(b, config)
     return b.build()
+
+
+ENTRY_POINTS = ("draw_array", "gamma_quantile_array", "draw_rounds_array", "confidence_from_p_array",
+                "channel_init_array", "channel_state_array", "channel_rtt_array", "channel_mean_array",
+                "reset_rows", "step_round", "step_token", "actions_in_range", "vector_step",
+                "vector_step_parallel", "refresh_rows", "action_masks")
+"""The kernels called from Python (no kernel calls them). Until numba has compiled one of them on
+this machine, its first calls run its source as Python while a background process compiles it
+(:mod:`._coldstart`, docs/vector.md "First run")."""
+
+from . import _coldstart  # after the kernels it stands in for
+
+_coldstart.install(sys.modules[__name__])
