@@ -55,11 +55,34 @@ def test_batched_eval_benchmark_gives_identical_totals() -> None:
     assert _positive(out["ratio"]) and out["identical_totals"] == 1.0
 
 
-def test_ppo_fps_benchmark_reports_fps_and_the_ceiling() -> None:
-    out = _bench("bench_ppo_fps").main(["--n_envs", "2", "--timesteps", "64", "--n_steps", "16",
+def test_ppo_fps_benchmark_reports_the_environments_share_of_training(capsys) -> None:
+    out = _bench("bench_ppo_fps").main(["--n_envs", "2", "3", "--timesteps", "64", "--n_steps", "16",
                                         "--batch_size", "16", "--n_epochs", "1", "--repeats", "1"])
-    assert set(out) == {"fps_ratio", "collect_fps_ratio", "env_ratio", "fps_ratio_ceiling"}
+    assert set(out) == {f"{n}/{side}/{what}" for n in (2, 3) for side in ("native", "dummy")
+                        for what in ("fps", "env_share", "collect_share", "fps_if_free")} | {"2/fps_ratio", "3/fps_ratio"}
     assert all(_positive(v) for v in out.values())
+    for n in (2, 3):
+        for side in ("native", "dummy"):
+            # the environment is part of collecting rollouts, which is part of learning
+            assert out[f"{n}/{side}/env_share"] < out[f"{n}/{side}/collect_share"] < 1.0
+            assert out[f"{n}/{side}/fps_if_free"] > out[f"{n}/{side}/fps"]
+    assert "env share" in capsys.readouterr().out
+
+
+def test_scale_benchmark_reports_cold_start_and_vector_ratios(capsys) -> None:
+    """On the current cache (--reuse_cache: an empty one would compile every kernel, ~1 min)."""
+    out = _bench("bench_scale").main(["--reuse_cache", "--cold_modes", "background", "--cold_envs", "4",
+                                      "--rate_steps", "40", "--sizes", "8", "--env_steps", "200", "--repeats", "1"])
+    assert set(out["cold"]) == {"single", "vector"}
+    for per_mode in out["cold"].values():
+        assert set(per_mode) == {"background"}
+        for r in per_mode.values():
+            assert 0 < r["import"] <= r["make_reset"] <= r["first_step"] <= r["compiled_after"] and r["compiled"]
+            assert _positive(r["rate"])
+    assert set(out["vector"]) == {8} and out["vector"][8]["CartPole-v1"]["wall"] == 1.0
+    assert all(_positive(v["wall"]) and _positive(v["cpu"]) for v in out["vector"][8].values())
+    text = capsys.readouterr().out
+    assert "threading layer" in text and "SIMD" in text and "load average" in text
 
 
 def test_baseline_sensitivity_reports_every_spec_at_every_point(capsys) -> None:
@@ -97,6 +120,7 @@ def test_oracle_refinement_script_reports_every_grid() -> None:
     ("bench_single_env", ["--repeats", "0"], "--repeats"),
     ("bench_batched_eval", ["--seeds", "0"], "--seeds"),
     ("bench_ppo_fps", ["--n_envs", "-1"], "--n_envs"),
+    ("bench_scale", ["--repeats", "0"], "--repeats"),
     ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
     ("bench_oracle", ["--requests", "0"], "--requests"),
 ])
@@ -126,3 +150,9 @@ def test_memory_benchmark_reports_the_peak_ratio() -> None:
     out = _bench("bench_memory").main(["--small", "1", "--large", "2", "--requests", "1", "--repeats", "1",
                                        "--agents", "static-k", "--no_warmup"])
     assert _positive(out["ratio_median"]) and out["small_mib"] > 10 and out["large_mib"] > 10
+
+
+def test_scale_benchmark_rejects_an_unknown_cold_mode(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _bench("bench_scale").main(["--cold_modes", "lukewarm"])
+    assert exc.value.code == 2 and "--cold_modes" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 numba compiles a kernel at its first call and caches it on disk (:mod:`._jitcache`); the first
 ``env.step`` of a fresh machine used to wait for that compile (tens of seconds on a busy 2-core
 machine, docs/vector.md, "First run"). Here, when a kernel called from Python (an *entry point*,
-:data:`~specstop_gym.core.kernels.ENTRY_POINTS`) is not in the cache yet:
+:data:`~specstop_gym.core.kernels.ENTRY_POINTS`) is not in the cache yet for the argument types of
+the call (numba's own index lookup, :func:`_in_numba_cache`):
 
 1. a background process (``python -m specstop_gym.core._compile_worker``, one per parent, serialised
    between processes by a lock file in numba's cache folder) compiles it with those argument types
@@ -41,7 +42,6 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
-import hashlib
 import math
 import os
 import pickle
@@ -213,19 +213,14 @@ def _cache_dir(module: types.ModuleType) -> Path | None:
         return None
 
 
-def _tag(module: types.ModuleType) -> str:
-    """What numba's cache of these kernels depends on: the source (bytes and stamp, as numba checks),
-    numba, llvmlite, Python and the CPU."""
-    import llvmlite
-    from llvmlite import binding as llvm
-
-    st = os.stat(module.__file__)
-    h = hashlib.sha1(Path(module.__file__).read_bytes())
-    for part in (st.st_mtime_ns, st.st_size, numba.__version__, llvmlite.__version__, sys.version,
-                 llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                 os.environ.get("NUMBA_CPU_NAME", ""), os.environ.get("NUMBA_CPU_FEATURES", "")):
-        h.update(repr(part).encode())
-    return h.hexdigest()[:16]
+def _in_numba_cache(jit: Any, sig: tuple) -> bool:
+    """Whether numba's cache holds ``jit`` compiled for ``sig`` (numba's own index lookup, as its
+    dispatcher does before compiling; False when numba's internals differ from 0.60-0.68's)."""
+    try:
+        cache = jit._cache
+        return cache._index_key(sig, jit.targetctx.codegen()) in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _signature(args: tuple) -> tuple:
@@ -258,12 +253,11 @@ class _State:
     def __init__(self, module: types.ModuleType, cache_dir: Path) -> None:
         self.module = module
         self.lock = threading.RLock()
-        self.marker = cache_dir / f"specstop_gym-compiled-{_tag(module)}.txt"
         self.lock_file = cache_dir / "specstop_gym-compile.lock"
         self.ready: set[str] = set()
+        self.probed: set[str] = set()
         self.requested: set[str] = set()
         self.failed: set[str] = set()
-        self._marker_mtime: int | None = None
         self.budget = _budget()
         self.twin: types.ModuleType | None = None
         self.twin_error: str | None = None
@@ -282,6 +276,10 @@ class _State:
         with self.lock:
             if key not in self.ready:
                 self._refresh()
+            if key not in self.ready and key not in self.probed:
+                self.probed.add(key)
+                if _in_numba_cache(kernel.jit, sig):
+                    self.ready.add(key)
             if key not in self.ready:
                 self._request(kernel.name, sig, key)
                 twin = self._get_twin() if self.budget > 0.0 else None
@@ -351,7 +349,7 @@ class _State:
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "specstop_gym.core._compile_worker", str(self.marker), str(self.lock_file)],
+                [sys.executable, "-m", "specstop_gym.core._compile_worker", str(self.lock_file)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                 start_new_session=True, close_fds=True)
         except OSError:
@@ -364,7 +362,7 @@ class _State:
         return True
 
     def _refresh(self) -> None:
-        """Read the background compiler's reports and the cache marker (written by any process)."""
+        """Read the background compiler's reports."""
         if self.proc is not None and self._proc_pid == os.getpid():
             try:
                 while chunk := os.read(self.proc.stdout.fileno(), 65536):
@@ -375,14 +373,6 @@ class _State:
             for line in lines:
                 status, _, key = line.decode().partition(" ")
                 (self.ready if status == "ready" else self.failed).add(key)
-        try:
-            mtime = os.stat(self.marker).st_mtime_ns
-        except OSError:
-            return
-        if mtime != self._marker_mtime:
-            self._marker_mtime = mtime
-            with contextlib.suppress(OSError):
-                self.ready.update(self.marker.read_text().split("\n"))
 
     def _wait(self, key: str, kernel: Kernel, sig: tuple) -> None:
         """Until the background compiler has cached ``key``; if it cannot, compile here."""
@@ -466,7 +456,7 @@ def wait_all(timeout: float = 600.0) -> bool:
 
 
 # ====================================================================== the background compiler
-def worker(marker: Path, lock_file: Path) -> None:
+def worker(lock_file: Path) -> None:
     """Compile the requested kernels (read from stdin) into numba's cache, one at a time under the lock."""
     import queue
 
@@ -495,7 +485,6 @@ def worker(marker: Path, lock_file: Path) -> None:
         with _locked(lock_file), contextlib.suppress(Exception):
             getattr(kernels, name).compile(pickle.loads(base64.b64decode(blob)))
             status = "ready"
-            _add_line(marker, key)
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.write(f"{status} {key}\n")
             sys.stdout.flush()
@@ -514,12 +503,3 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _add_line(path: Path, line: str) -> None:
-    lines = set(path.read_text().split("\n")) if path.exists() else set()
-    lines.discard("")
-    lines.add(line)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(sorted(lines)) + "\n")
-    os.replace(tmp, path)
