@@ -168,7 +168,11 @@ class Simulator:
     def reset_rows(self, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start new episodes in rows ``idx`` with episode keys ``keys``."""
         rows = self._row_array(idx)
-        keys = np.ascontiguousarray(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape))
+        self.reset_rows_unchecked(rows, np.array(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape)))
+
+    def reset_rows_unchecked(self, rows: np.ndarray, keys: np.ndarray) -> None:
+        """:meth:`reset_rows` for the environments' hot path: ``rows`` int64, C-contiguous, distinct
+        valid row indices; ``keys`` a writable C-contiguous uint64 array of the same length."""
         kn.reset_rows(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params, self.kernel_ints,
                       rows, keys)
 

@@ -280,7 +280,8 @@ class VectorFace(VectorEnv):
         return self._key_buf[rows, pos]
 
     def _reset_rows(self, rows: np.ndarray) -> None:
-        self.sim.reset_rows(rows, self._take_keys(rows))
+        """Reset ``rows`` (int64, sorted, distinct: ``self._all`` or from ``np.flatnonzero``)."""
+        self.sim.reset_rows_unchecked(rows, self._take_keys(rows))
         self._autoreset[rows] = False
         self._steps[rows] = 0
 
