@@ -50,9 +50,9 @@ def extend_profile(profile: tuple[float, ...] | np.ndarray, max_draft: int) -> n
 
 def confidence_signal(keys: np.ndarray, rounds: np.ndarray, p: np.ndarray, sigma: float) -> np.ndarray:
     """q_i with logit q_i = logit p_i + N(0, sigma^2) (SPEC 2, confidence signal); shape of ``p``."""
-    keys = np.ascontiguousarray(keys, dtype=np.uint64)
-    rounds = np.ascontiguousarray(rounds, dtype=np.int64)
-    p = np.ascontiguousarray(p, dtype=np.float64)
+    keys = kernels.as_arg(keys, np.uint64)
+    rounds = kernels.as_arg(rounds, np.int64)
+    p = kernels.as_arg(p, np.float64)
     out = np.empty_like(p)
     kernels.confidence_from_p_array(float(sigma), keys, rounds, p, out)
     return out
@@ -83,11 +83,11 @@ class AcceptanceProcess:
         key = (int(max_draft), sigma)
         if key not in cache:
             cache[key] = kernels.pack_model(acceptance=self, max_draft=max_draft, sigma=sigma)
-        return cache[key]
+        return kernels.read_only(cache[key])
 
     def _draw(self, keys, rounds, max_draft: int, sigma: float | None, want: int):
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
-        rounds = np.ascontiguousarray(np.broadcast_to(np.asarray(rounds, dtype=np.int64), keys.shape))
+        keys = kernels.as_arg(keys, np.uint64)
+        rounds = kernels.as_arg(np.broadcast_to(np.asarray(rounds, dtype=np.int64), keys.shape), np.int64)
         if keys.ndim != 1:
             raise ValueError(f"keys must be one-dimensional, got shape {keys.shape}")
         n, k = keys.shape[0], int(max_draft)

@@ -49,7 +49,7 @@ def _rows_of(rows: "ChannelRows", idx: np.ndarray | slice) -> np.ndarray:
 
 
 def _flat(x, n: int, dtype) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)))
+    return kernels.as_arg(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)), dtype)
 
 
 class Channel:
@@ -74,7 +74,7 @@ class Channel:
         if params is None:
             params = kernels.pack_model(channel=self)
             self.__dict__["_kernel_params"] = params
-        return params
+        return kernels.read_only(params)
 
     def init_rows(self, rows: ChannelRows, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start the paths of rows ``idx`` at time 0 (keys: their episode keys)."""
@@ -93,7 +93,7 @@ class Channel:
         state, count, nxt = rows.state[r].copy(), rows.switch_count[r].copy(), rows.next_switch_ms[r].copy()
         out = np.empty(n, np.int64)
         kernels.channel_state_array(P, I, _flat(keys, n, np.uint64), _flat(t_ms, n, np.float64), state, count, nxt,
-                                    np.ascontiguousarray(rows.offset_ms[r]), out)
+                                    kernels.as_arg(rows.offset_ms[r], np.float64), out)
         rows.state[r], rows.switch_count[r], rows.next_switch_ms[r] = state, count, nxt
         return out
 
@@ -101,9 +101,9 @@ class Channel:
     def _times_and_offsets(rows: ChannelRows | None, idx, t_ms) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(t_ms, dtype=np.float64).reshape(-1)
         if rows is None or idx is None:
-            return np.ascontiguousarray(t), np.zeros(t.size)
-        off = np.ascontiguousarray(rows.offset_ms[_rows_of(rows, idx)])
-        return np.ascontiguousarray(np.broadcast_to(t, off.shape)), off
+            return kernels.as_arg(t, np.float64), np.zeros(t.size)
+        off = kernels.as_arg(rows.offset_ms[_rows_of(rows, idx)], np.float64)
+        return kernels.as_arg(np.broadcast_to(t, off.shape), np.float64), off
 
     def sample_rtt(self, rows: ChannelRows | None, idx: np.ndarray | slice | None, keys: np.ndarray,
                    t_ms: np.ndarray, state: np.ndarray | None, slot: int = 0) -> np.ndarray:
@@ -266,7 +266,7 @@ class DriftChannel(Channel):
         t = np.asarray(t_ms, dtype=np.float64)
         out = np.empty(t.size)
         P, I = self.kernel_params()
-        kernels.channel_mean_array(P, I, np.ascontiguousarray(t.ravel()), np.zeros(t.size, np.int64),
+        kernels.channel_mean_array(P, I, kernels.as_arg(t.ravel(), np.float64), np.zeros(t.size, np.int64),
                                    np.zeros(t.size), out)
         return out.reshape(t.shape)
 

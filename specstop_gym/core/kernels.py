@@ -925,6 +925,26 @@ class ParamBuilder:
         return P, I
 
 
+def as_arg(a, dtype) -> np.ndarray:
+    """``a`` as a writable, aligned, C-contiguous array of ``dtype``, copied only when it is not one:
+    numba compiles one machine-code version of a kernel per combination of argument types, and a
+    read-only or strided view (``np.broadcast_to``, a column) is another type; callers that pass
+    their arrays through here share one compiled version (and one background compile on a fresh
+    machine: :mod:`._coldstart`)."""
+    a = np.asarray(a, dtype=dtype)
+    f = a.flags
+    return a if f.c_contiguous and f.writeable and f.aligned else np.array(a, dtype=dtype, order="C")
+
+
+def read_only(params: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, I)`` made read-only again if they lost the flag (pickle drops it): the kernels then see
+    the same array types whatever the arrays' history, and have one compiled signature."""
+    for a in params:
+        if a.flags.writeable:
+            a.flags.writeable = False
+    return params
+
+
 def pack_model(config=None, acceptance=None, channel=None, max_draft: int | None = None,
                sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(P, I)`` for a scenario (any part may be omitted: the kernels that need it are then not called).

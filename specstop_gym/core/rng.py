@@ -33,7 +33,7 @@ def _draw(key, stream: int, index, slot, kind: int):
     k, i, s = np.broadcast_arrays(np.asarray(key, dtype=np.uint64), np.asarray(index, dtype=np.int64),
                                   np.asarray(slot, dtype=np.int64))
     shape = k.shape
-    k, i, s = (np.ascontiguousarray(a).ravel() for a in (k, i, s))
+    k, i, s = (kernels.as_arg(a, a.dtype).ravel() for a in (k, i, s))
     out_u = np.empty(k.size if kind == _KIND_HASH else 0, np.uint64)
     out_f = np.empty(0 if kind == _KIND_HASH else k.size)
     kernels.draw_array(k, int(stream), i, s, kind, out_u, out_f)

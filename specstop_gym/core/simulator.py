@@ -151,6 +151,7 @@ class Simulator:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        kn.read_only((self.kernel_params, self.kernel_ints))  # pickle drops the flag
         self._make_views()
 
     @property
@@ -159,7 +160,7 @@ class Simulator:
         return self.state_ints[:, kn.S_DONE] != 0
 
     def _row_array(self, idx) -> np.ndarray:
-        rows = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+        rows = kn.as_arg(np.asarray(idx, dtype=np.int64).reshape(-1), np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.batch_size):
             raise IndexError(f"row indices must be in 0..{self.batch_size - 1}, got {rows.tolist()}")
         return rows
@@ -168,7 +169,8 @@ class Simulator:
     def reset_rows(self, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start new episodes in rows ``idx`` with episode keys ``keys``."""
         rows = self._row_array(idx)
-        self.reset_rows_unchecked(rows, np.array(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape)))
+        self.reset_rows_unchecked(rows, kn.as_arg(np.broadcast_to(np.asarray(keys, dtype=np.uint64), rows.shape),
+                                                  np.uint64))
 
     def reset_rows_unchecked(self, rows: np.ndarray, keys: np.ndarray) -> None:
         """:meth:`reset_rows` for the environments' hot path: ``rows`` int64, C-contiguous, distinct
@@ -184,7 +186,7 @@ class Simulator:
     def finish_rounds(self, idx: np.ndarray, k: np.ndarray) -> RoundResult:
         """Send drafts of length ``k`` (1..K) from rows ``idx`` and complete their rounds."""
         rows = self._row_array(idx)
-        ks = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), rows.shape))
+        ks = kn.as_arg(np.broadcast_to(np.asarray(k, dtype=np.int64), rows.shape), np.int64)
         n = self.step_round_rows(rows, ks)
         if n < 0:
             raise ValueError(f"draft lengths must be in 1..{self.max_draft}, got {ks.tolist()}")
@@ -201,7 +203,7 @@ class Simulator:
         row indices, in the order of ``rows``.
         """
         rows = self._all if rows is None else self._row_array(rows)
-        actions = np.ascontiguousarray(np.broadcast_to(np.asarray(action, dtype=np.int64), rows.shape))
+        actions = kn.as_arg(np.broadcast_to(np.asarray(action, dtype=np.int64), rows.shape), np.int64)
         m = len(rows)
         n = self.step_token_rows(rows, actions)
         return self.out_step_ms[:m].copy(), (self.round_result(n) if n else None), self.out_forced[:m].copy()
@@ -255,7 +257,7 @@ class Simulator:
         else:
             rows = self._row_array(ix)
         kn.refresh_rows(self.state_ints, self.state_floats, self.obs_buffer, self.kernel_params, self.kernel_ints,
-                        np.ascontiguousarray(rows))
+                        kn.as_arg(rows, np.int64))
 
     def observe(self, token_level: bool) -> np.ndarray:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.

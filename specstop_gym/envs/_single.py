@@ -16,11 +16,9 @@ _ZERO = np.zeros(1, np.int64)
 
 
 def _constant_rows(values: range) -> list[np.ndarray]:
-    """One read-only batch-of-one action array per value (built once, not per step)."""
-    rows = [np.array([v], np.int64) for v in values]
-    for r in rows:
-        r.flags.writeable = False
-    return rows
+    """One batch-of-one action array per value (built once, not per step; private and never written;
+    writable like the arrays of the simulator's other callers: the kernels have one compiled signature)."""
+    return [np.array([v], np.int64) for v in values]
 
 
 class SingleFace(gym.Env):

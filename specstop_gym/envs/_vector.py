@@ -294,7 +294,7 @@ class VectorFace(VectorEnv):
                     else f"0..{self._n_actions - 1} (k - 1)")
             raise ValueError(f"invalid actions {actions!r}: need an integer array of shape ({self.num_envs},) "
                              f"with values {what}")
-        return np.ascontiguousarray(a, dtype=np.int64)
+        return kn.as_arg(a, np.int64)
 
     def _info(self, base_rows: np.ndarray | None, result: _Rounds | None, forced: np.ndarray,
               done_rows: np.ndarray, keep: np.ndarray | None = None) -> dict[str, Any]:
