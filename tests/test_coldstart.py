@@ -204,6 +204,21 @@ def test_a_failing_twin_call_is_undone_and_compiled(monkeypatch, tmp_path: Path)
     assert all(np.array_equal(a, b) for a, b in zip(args, expected))
 
 
+def test_without_a_background_compiler_kernels_compile_in_the_process(monkeypatch, tmp_path: Path) -> None:
+    """A compiler process that dies at once (here: not Python) is started a few times, then the
+    process compiles the kernel itself: the call still returns the compiled kernel's result."""
+    state = _coldstart._State(kn, tmp_path)
+    state.budget = 0.0  # no twin: wait for compiled code
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    monkeypatch.setattr(_coldstart, "_in_numba_cache", lambda jit, sig: False)  # as on a fresh machine
+    kernel = _coldstart.Kernel("actions_in_range", _compiled("actions_in_range"), state)
+    with monkeypatch.context() as mp:
+        mp.setattr(kn, "actions_in_range", kernel)
+        assert kernel(np.array([0, 1, 1], np.int64), np.int64(2)) is True
+        assert kernel(np.array([0, 2], np.int64), np.int64(2)) is False
+    assert state.spawns == _coldstart.MAX_SPAWNS and state.interpreted_calls == {}
+
+
 COLD = textwrap.dedent("""
     import json, time
     t0 = time.perf_counter()

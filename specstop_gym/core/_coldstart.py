@@ -38,6 +38,7 @@ it exits after :data:`IDLE_SECONDS` without requests.
 from __future__ import annotations
 
 import ast
+import atexit
 import base64
 import contextlib
 import ctypes
@@ -63,6 +64,8 @@ WORKER_ENV = "SPECSTOP_GYM_COMPILE_WORKER"
 DEFAULT_BUDGET_S = 3.0
 IDLE_SECONDS = 30.0
 """A background compiler exits after this long without a request (a parent asks again if needed)."""
+MAX_SPAWNS = 3
+"""Background compilers one process starts at most; then its kernels compile in the process."""
 
 TWIN_PRIMITIVES = {
     "math": ("log", "log1p", "exp", "expm1", "sqrt", "tanh", "lgamma", "floor", "isnan", "inf"),
@@ -264,6 +267,7 @@ class _State:
         self._twin_tried = False
         self.proc: subprocess.Popen | None = None
         self._proc_pid = 0
+        self.spawns = 0
         self._buf = b""
         self.interpreted_calls: dict[str, int] = {}
         self.interpreted_seconds = 0.0
@@ -344,6 +348,11 @@ class _State:
         return self.proc is not None and self._proc_pid == os.getpid() and self.proc.poll() is None
 
     def _spawn(self) -> bool:
+        if self._proc_pid != os.getpid():  # a forked child: its own count
+            self.spawns = 0
+        if self.spawns >= MAX_SPAWNS:
+            return False
+        self.spawns += 1
         root = str(Path(self.module.__file__).resolve().parents[2])
         env = {**os.environ, WORKER_ENV: "1",
                "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
@@ -359,6 +368,7 @@ class _State:
         self._buf = b""
         self.requested = set()
         os.set_blocking(self.proc.stdout.fileno(), False)
+        atexit.register(_close_stdin, self.proc)
         return True
 
     def _refresh(self) -> None:
@@ -406,6 +416,12 @@ class _State:
                     return not pending
             time.sleep(0.05)
         return False
+
+
+def _close_stdin(proc: subprocess.Popen) -> None:
+    """At exit: end of requests, so the background compiler finishes its queue and exits (not idles)."""
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.close()
 
 
 def _budget() -> float:
