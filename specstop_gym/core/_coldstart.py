@@ -342,7 +342,7 @@ class _State:
             self.proc.stdin.flush()
             self.requested.add(key)
         except OSError:
-            self.failed.add(key)
+            pass  # the compiler has died (broken pipe): not alive now, so it is respawned or we compile
 
     def _alive(self) -> bool:
         return self.proc is not None and self._proc_pid == os.getpid() and self.proc.poll() is None
