@@ -71,10 +71,16 @@ def _clear_oracle_caches() -> None:
         cached.cache_clear()
 
 
+def _usage_error(message: str) -> None:
+    """One line on stderr, exit code 2 (as the argument parser does)."""
+    print(f"bench_oracle.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 1, "requests": 1, "repeats": 1})
     if cfg.oracle.partition(":")[0] != "oracle":
-        raise SystemExit(f"bench_oracle.py: error: --oracle must be an oracle spec (oracle[:key=value,...]), "
+        _usage_error(f"--oracle must be an oracle spec (oracle[:key=value,...]), "
                          f"got {cfg.oracle!r}")
     scenario = make_scenario(cfg.scenario, requests_per_episode=cfg.requests)
     seeds = list(range(cfg.seeds))

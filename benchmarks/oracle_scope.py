@@ -22,6 +22,7 @@ interval). The numbers of docs/model.md ("Per request") come from this script.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,12 +62,16 @@ class Config:
     """Continuations to bound (token-clock: the default; completion: g = 0)."""
     grid_ms: float = 0.0
     """Time step (ms); 0: the oracle's default (min(10, draft_ms / 2))."""
+    n_tokens: int = 0
+    """Tokens per request; 0: the preset's (256)."""
     simulate: bool = False
     """Also run oracle against oracle:scope=episode on the seeds (paired per-token latency)."""
 
 
 def _bound_row(case: str, requests: int, cfg: Config) -> dict[str, Any]:
     preset, over = CASES[case]
+    if cfg.n_tokens:
+        over = {**over, "n_tokens": cfg.n_tokens}
     sc = make_scenario(preset, requests_per_episode=requests, **over)
     sim = build_simulator(sc, cfg.seeds)
     seeds = list(range(cfg.seeds))
@@ -111,12 +116,19 @@ def _simulate(sc: Any, seeds: list[int]) -> dict[str, float]:
     return {"mean_pct": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
 
 
+def _usage_error(message: str) -> None:
+    """One line on stderr, exit code 2 (as the argument parser does)."""
+    print(f"oracle_scope.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    cfg = parse_config(Config, __doc__, argv, minimum={"requests": 1, "seeds": 2, "grid_ms": 0.0})
+    cfg = parse_config(Config, __doc__, argv, minimum={"requests": 1, "seeds": 2, "grid_ms": 0.0,
+                                                              "n_tokens": 0})
     bad = [c for c in cfg.cases if c not in CASES] + [g for g in cfg.continuations
                                                       if g not in ("token-clock", "completion")]
     if bad:
-        raise SystemExit(f"oracle_scope.py: error: unknown case or continuation {bad[0]!r}; cases: "
+        _usage_error(f"unknown case or continuation {bad[0]!r}; cases: "
                          f"{', '.join(CASES)}; continuations: token-clock, completion")
     head = "| case | requests | episodes | " + " | ".join(f"{g}: mean % | {g}: largest %" for g in cfg.continuations)
     head += " | leak (largest) |" + (" simulated oracle vs scope=episode, % [95% CI] |" if cfg.simulate else "")
