@@ -22,6 +22,7 @@ from specstop_gym.path_oracle import (
     path_from_channel,
     solve_path_dp,
 )
+from specstop_gym.path_request import RequestPlanner, SharedRequestDP, solve_request_shared
 from specstop_gym.scenarios import build_acceptance, build_channel
 from specstop_gym.signal_oracle import (
     LatentSignalModel,
@@ -120,6 +121,25 @@ def _drift_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int) -> Pa
     return _solve_path(scenario, path_from_channel(build_channel(scenario)), grid_ms, jitter_nodes, keep_mb=64.0)
 
 
+@functools.lru_cache(maxsize=8)
+def _scenario_path(scenario: ScenarioConfig) -> Any:
+    """The known path of a drift or trace scenario (offset 0), cached: reading a trace file is not free."""
+    return path_from_channel(build_channel(scenario))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_request_dp(scenario: ScenarioConfig, grid_ms: float, jitter_nodes: int,
+                       continuation: str) -> SharedRequestDP:
+    """One request's DP on the loop of the scenario's path: every run, request and trace offset
+    reads it (:func:`specstop_gym.path_request.solve_request_shared`); cached across agents."""
+    return solve_request_shared(_survival(scenario), _scenario_path(scenario),
+                                n_tokens=scenario.n_tokens, draft_ms=scenario.draft_ms,
+                                verify_base_ms=scenario.verify_base_ms,
+                                verify_per_token_ms=scenario.verify_per_token_ms,
+                                tx_per_token_ms=_tx_per_token_ms(scenario), grid_ms=grid_ms,
+                                jitter_nodes=jitter_nodes, continuation=continuation)
+
+
 #: Memory (MB) the values of a trace's per-offset DPs may take together before each is kept per
 #: request and recomputed from checkpoints (one more backward pass each; at least 8 MB per DP).
 TRACE_VALUES_BUDGET_MB = 384.0
@@ -188,7 +208,8 @@ class OracleAgent(Agent):
 
     def __init__(self, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
                  grid_ms: float | None = None, jitter_nodes: int = 3, lookahead: int = 1, signal: bool = True,
-                 threads: int | None = None, **params: Any) -> None:
+                 threads: int | None = None, scope: str = "request", continuation: str = "token-clock",
+                 shared: bool | None = None, **params: Any) -> None:
         super().__init__(scenario, n_runs, seed, **params)
         if threads is None:
             threads = min(4, os.cpu_count() or 1)
@@ -206,6 +227,14 @@ class OracleAgent(Agent):
             raise ValueError(f"grid_ms must be a number in (0, 1e6] (ms), got {grid_ms!r}")
         if isinstance(jitter_nodes, bool) or not isinstance(jitter_nodes, (int, np.integer)) or not 1 <= jitter_nodes <= 64:
             raise ValueError(f"jitter_nodes must be an integer in 1..64, got {jitter_nodes!r}")
+        if scope not in ("request", "episode"):
+            raise ValueError(f"scope must be 'request' or 'episode', got {scope!r}")
+        if continuation not in ("token-clock", "completion"):
+            raise ValueError(f"continuation must be 'token-clock' or 'completion', got {continuation!r}")
+        if shared is not None and not isinstance(shared, bool):
+            raise ValueError(f"shared must be true or false (default: chosen by cost), got {shared!r}")
+        self.scope = scope
+        self.continuation = continuation
         self.grid_ms = float(grid_ms)
         self.jitter_nodes = int(jitter_nodes)
         self.n_tokens = scenario.n_tokens
@@ -215,8 +244,21 @@ class OracleAgent(Agent):
         self._drift: PathDPSolution | None = None
         self._trace: dict[float, PathDPSolution] = {}
         self._trace_channel: Any = None
+        self._planner: RequestPlanner | None = None
         if self.mode in ("finite-horizon", "markov"):
             self._tables = _episode_markov_dp(scenario)
+        elif scope == "request":
+            path = _scenario_path(scenario)
+            costs = dict(draft_ms=scenario.draft_ms, verify_base_ms=scenario.verify_base_ms,
+                         verify_per_token_ms=scenario.verify_per_token_ms, tx_per_token_ms=_tx_per_token_ms(scenario),
+                         grid_ms=self.grid_ms)
+            # one request's DP (per run) must fit; the shared DP is used only where it fits
+            check_problem_size(_survival(scenario), path, n_tokens=scenario.n_tokens, n_requests=1, **costs)
+            self._planner = RequestPlanner(
+                _survival(scenario), path, n_tokens=scenario.n_tokens, n_requests=scenario.requests_per_episode,
+                n_runs=self.n_runs, jitter_nodes=self.jitter_nodes, continuation=continuation, shared=shared,
+                shared_solver=lambda g: _shared_request_dp(scenario, self.grid_ms, self.jitter_nodes, g),
+                threads=self.threads, **costs)
         elif scenario.channel == "drift":
             self._drift = _drift_dp(scenario, self.grid_ms, self.jitter_nodes)
         else:
@@ -290,6 +332,14 @@ class OracleAgent(Agent):
             left = np.asarray(ctx.tokens_left, dtype=np.int64)
             return np.array([self._tables[r].k_table[n, s] for r, n, s in zip(req, left, state)], dtype=np.int64)
         t = np.asarray(ctx.time_ms, dtype=np.float64)
+        if self._planner is not None:
+            if self.scenario.channel == "trace":
+                if ctx.true_trace_offset_ms is None:
+                    raise ValueError("oracle: a trace channel needs ctx.true_trace_offset_ms (the runner provides it)")
+                offsets = np.asarray(ctx.true_trace_offset_ms, dtype=np.float64)
+            else:
+                offsets = np.zeros(len(p))
+            return self._planner.k(np.asarray(ctx.rows, dtype=np.int64), p, t, offsets)
         if self._drift is not None:
             return self._drift.k(p, t)
         if ctx.true_trace_offset_ms is None:
@@ -324,9 +374,12 @@ class OracleAgent(Agent):
             if self._signal_fit is not None:
                 out["signal_lambda_ms"] = self._signal_fit["lam"]
         if self.mode == "path":
+            out["scope"] = self.scope
             out["grid_ms"] = self.grid_ms
             out["jitter_nodes"] = self.jitter_nodes
-            if self._drift is not None:
+            if self._planner is not None:
+                out["per_request"] = self._planner.describe()
+            elif self._drift is not None:
                 out["dp"] = self._drift.describe()
             else:
                 out["dp_per_offset"] = {f"{k:.6f}": v.describe() for k, v in self._trace.items()}

@@ -1,7 +1,8 @@
 """Refinement of the path oracle's time grid: value, policy and simulated latency at h, h/2, h/4, ...
 
-For each grid step the path DP is solved on the scenario (drift: the schedule; trace: each
-seed's own offset) and the oracle built on it is run on the same seeds (common random
+For each grid step the whole-episode path DP (``oracle:scope=episode``; the per-request DP of the
+default oracle has the same grid and interpolation) is solved on the scenario (drift: the schedule;
+trace: each seed's own offset) and the oracle built on it is run on the same seeds (common random
 numbers). Printed per step: the DP's expected per-token latency on the discretised model (for a
 trace: the mean over the seeds' DPs) and its change from the finest step; the share of the
 finest run's decisions (its visited (progress, time) states) where this step's oracle drafts a
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     runs = []
     for g in cfg.grids:
         t0 = time.perf_counter()
-        agent = make_agent(f"oracle:grid_ms={g}", sc, n_runs=len(seeds))
+        agent = make_agent(f"oracle:grid_ms={g},scope=episode", sc, n_runs=len(seeds))
         run = run_agent(agent, sc, seeds)
         desc = agent.describe()
         dps = [desc["dp"]] if "dp" in desc else list(desc["dp_per_offset"].values())

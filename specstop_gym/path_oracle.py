@@ -94,7 +94,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-__all__ = ["DelayPath", "PathDPSolution", "check_problem_size", "path_from_channel", "solve_path_dp"]
+__all__ = ["Continuation", "DelayPath", "PathDPSolution", "check_problem_size", "path_from_channel",
+           "request_states_estimate", "solve_path_dp"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -211,6 +212,7 @@ def _path_value(kind, times, values, linear, periodic, period, duration, offset,
         tt = (offset + t) % duration
         j = _search_right(times, tt) - 1
         return values[min(max(j, 0), n - 1)]
+    t = offset + t
     if periodic:
         t = t - period * math.floor(t / period)
     j = _search_right(times, t) - 1
@@ -251,7 +253,7 @@ def _local_k(S_cum, c, vb, m):
 
 @njit(**_JIT)
 def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
-              pol, pol_ptr, blk, blk_ptr, ck, ck_ptr):
+              pol, pol_ptr, blk, blk_ptr, ck, ck_ptr, per_request, end_term, term, dland_lo, dland_hi):
     """Backward induction over levels ``p_top .. p_bot`` (descending) on their windows.
 
     ``ring`` (K+2 rows, float64) holds the values of the levels ``p_top+1 .. p_top+K+1`` in
@@ -260,6 +262,11 @@ def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
     argmin into ``pol`` (uint8), the values into ``blk`` (float32) and into ``ck`` (float64).
     ``M[k, i]`` is the mean rtt at the send time ``i h + k draft_ms`` of a round started at grid
     index ``i`` with draft ``k`` (row 0: at ``i h``).
+
+    Per-request mode (``per_request``): the values of a level that starts a request are replaced,
+    as targets of the previous request's levels, by the continuation ``term[i] = g(i h)``; with
+    ``end_term`` the end of the last request is valued ``g`` too (else 0). ``dland_lo`` and
+    ``dland_hi`` bound the grid cells a round moves forward (where ``g`` is read past the end).
     """
     R = K + 2
     wmax = ring.shape[1]
@@ -280,6 +287,9 @@ def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
             if pt < L:
                 ulo = min(ulo, lo[pt])
                 uhi = max(uhi, hi[pt])
+        if end_term and p + nmax >= L:  # g is read at the landing times of this level's rounds
+            ulo = min(ulo, lo[p] + dland_lo)
+            uhi = max(uhi, hi[p] + dland_hi)
         if uhi < 0:  # every outcome ends the episode
             ulo = 0
             uhi = 0
@@ -287,9 +297,13 @@ def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
         # f_j(u) = F(u, p + j), clamped to the target's window (0 for the end of the episode)
         for j in range(1, nmax + 1):
             pt = p + j
-            if pt >= L:
+            if pt >= L and not end_term:
                 for u in range(span + 1):
                     fj[j, u] = 0.0
+                continue
+            if pt >= L or (per_request and pt % N == 0):  # the next request: the continuation g(t)
+                for u in range(span + 1):
+                    fj[j, u] = term[ulo + u]
                 continue
             src = pt % R
             a = lo[pt] - ulo
@@ -549,10 +563,25 @@ def _forward_pilot(N, L, K, S, S_cum, c, vb, hp, M, e, w, G, tail, out_lo, out_h
 
 
 @njit(inline="always", **_JIT)
-def _F_at(lo, hi, ptr, vals, inv_h, L, pt, x):
-    """F(x, pt): linear interpolation of the stored values of level pt, clamped to its window."""
+def _interp(arr, u):
+    """``arr`` linearly interpolated at the (fractional) index ``u``, clamped to its ends."""
+    top = arr.shape[0] - 1
+    if u <= 0.0:
+        return arr[0]
+    if u >= top:
+        return arr[top]
+    iu = int(u)
+    return arr[iu] + (arr[iu + 1] - arr[iu]) * (u - iu)
+
+
+@njit(inline="always", **_JIT)
+def _F_at(lo, hi, ptr, vals, inv_h, L, pt, x, N, per_request, end_term, term):
+    """F(x, pt): linear interpolation of the stored values of level pt, clamped to its window
+    (the end of the episode: 0; per-request mode: the continuation at the start of a request)."""
     if pt >= L:
-        return 0.0
+        return _interp(term, x * inv_h) if end_term else 0.0
+    if per_request and pt % N == 0:
+        return _interp(term, x * inv_h)
     u = x * inv_h - lo[pt]
     top = hi[pt] - lo[pt]
     base = ptr[pt]
@@ -567,7 +596,7 @@ def _F_at(lo, hi, ptr, vals, inv_h, L, pt, x):
 
 @njit(**_JIT)
 def _decide_many(N, L, S, c, vb, d, h, kind, times, values_path, linear, periodic, period, duration, offset,
-                 e, w, lo, hi, ptr, vals, p, t, out):
+                 e, w, lo, hi, ptr, vals, per_request, end_term, term, p, t, out):
     """The exact-time decision of :meth:`PathDPSolution.k` for each (p, t)."""
     K = S.shape[0] - 2
     J = e.shape[0]
@@ -587,7 +616,8 @@ def _decide_many(N, L, S, c, vb, d, h, kind, times, values_path, linear, periodi
                     pa = S[acc] - S[acc + 1] if acc < k else S[k]
                     if pa <= 0.0:
                         continue
-                    cont += pa * _F_at(lo, hi, ptr, vals, inv_h, L, pr + min(acc + 1, n), x)
+                    cont += pa * _F_at(lo, hi, ptr, vals, inv_h, L, pr + min(acc + 1, n), x, N, per_request, end_term,
+                                       term)
                 qv += w[jn] * cont
             if k == 1 or qv < best - _TIE_RTOL * abs(best):
                 best = qv
@@ -598,6 +628,65 @@ def _decide_many(N, L, S, c, vb, d, h, kind, times, values_path, linear, periodi
 # ---------------------------------------------------------------------------
 # Solution and solver
 # ---------------------------------------------------------------------------
+
+
+class Continuation:
+    """The value ``g(t)`` given to the end of each request but the last in the per-request DP
+    (``F(t, (r + 1) N) = g(t)``; the last request ends the episode, ``g = 0``).
+
+    ``"completion"``: ``g = 0``, each request minimises its own expected completion time.
+    ``"token-clock"``: ``g(t) = Lambda(s) / rbar - s`` at the path time ``s`` of ``t``, where
+    ``Lambda(s) = int_0^s r(m(u)) du`` counts the tokens the local rule would have produced by ``s``
+    (``r(m) = 1 / rho*(m)``, ``rho*(m) = min_k (k c + vb + m) / (1 + sum_{i<=k} S_i)``) and ``rbar``
+    is the mean rate over the path's period (the last level's rate if it has none): the fluid
+    approximation of the rest of the episode, in which starting later by ``dt`` loses the
+    ``r dt`` tokens of that moment, made up at the average rate at the end.
+    """
+
+    def __init__(self, kind: str, path: DelayPath, S_cum: np.ndarray, c: float, vb: float) -> None:
+        if kind not in ("completion", "token-clock"):
+            raise ValueError(f"continuation must be 'completion' or 'token-clock', got {kind!r}")
+        self.kind = kind
+        if kind == "completion":
+            return
+        if path.kind == "trace":
+            period = float(path.duration_ms)
+        elif path.period_ms is not None:
+            period = float(path.period_ms)
+        else:
+            period = float(path.times_ms[-1]) + 1.0
+        # the path is a step function (or linear ramps) between its breakpoints: integrate the rate
+        # exactly on each step (midpoint), ramps on 64 sub-intervals each
+        knots = np.unique(np.concatenate([[0.0, period], path.times_ms[(path.times_ms > 0) & (path.times_ms < period)]]))
+        if path.kind == "drift" and path.linear:
+            knots = np.unique(np.concatenate([a + (b - a) * np.arange(64) / 64 for a, b in zip(knots[:-1], knots[1:])]
+                                             + [[period]]))
+        base = DelayPath(path.kind, path.times_ms, path.values_ms, linear=path.linear, period_ms=path.period_ms,
+                         duration_ms=path.duration_ms, offset_ms=0.0)
+        m = base.mean_rtt_ms((knots[:-1] + knots[1:]) / 2.0)
+        ks = np.arange(1, S_cum.size)
+        rate = ((1.0 + S_cum[1:])[None, :] / (ks[None, :] * c + vb + m[:, None])).max(axis=1)
+        lam = np.concatenate([[0.0], np.cumsum(rate * np.diff(knots))])
+        if path.kind == "trace" or path.period_ms is not None:
+            rbar = lam[-1] / period
+        else:
+            rbar = float(rate[-1])
+        self.grid_s = knots
+        self.g = lam / rbar - knots
+        self.period = period
+        self.periodic = path.kind == "trace" or path.period_ms is not None
+
+    def at(self, s_ms: Any) -> np.ndarray:
+        """``g`` at path times ``s_ms`` (a path's ``offset_ms`` plus the time since its start)."""
+        s = np.asarray(s_ms, dtype=np.float64)
+        if self.kind == "completion":
+            return np.zeros(s.shape)
+        s = np.mod(s, self.period) if self.periodic else np.minimum(s, self.grid_s[-1])
+        return np.interp(s, self.grid_s, self.g)
+
+    def values(self, h: float, G: int, offset_ms: float = 0.0) -> np.ndarray:
+        """``g`` at the grid times ``i h`` (``i < G``) of a path read from ``offset_ms`` on."""
+        return np.ascontiguousarray(self.at(offset_ms + np.arange(G) * h))
 
 
 class PathDPSolution:
@@ -686,7 +775,7 @@ class PathDPSolution:
         none = np.full(L, -1, np.int64)
         _backward(N, L, K, md["S"], md["c"], md["vb"], self.grid_ms, md["M"], md["e"], md["w"],
                   self.lo, self.hi, md["ucap"], top - 1, a, ring, np.zeros(1, np.uint8), none, vals, ptr,
-                  np.zeros(1), none)
+                  np.zeros(1), none, md["per_request"], md["end_term"], md["term"], *md["dland"])
         ptr.flags.writeable = False
         vals.flags.writeable = False
         self._blocks[r] = (ptr, vals)
@@ -737,9 +826,20 @@ class PathDPSolution:
             ptr, vals = self._block(int(r))
             sub = np.empty(sel.size, np.int64)
             _decide_many(self.n_tokens, self.levels, md["S"], md["c"], md["vb"], md["draft_ms"], self.grid_ms,
-                         *md["path"], md["e"], md["w"], self.lo, self.hi, ptr, vals, pf[sel], tf[sel], sub)
+                         *md["path"], md["e"], md["w"], self.lo, self.hi, ptr, vals, md["per_request"],
+                         md["end_term"], md["term"], pf[sel], tf[sel], sub)
             out[sel] = sub
         return out.reshape(p.shape)
+
+    def k_single(self, progress: int, time_ms: float) -> int:
+        """:meth:`k` for one state, without the checks (``0 <= progress < levels``, finite time)."""
+        md = self._model
+        ptr, vals = self._block(int(progress) // self.n_tokens)
+        out = np.empty(1, np.int64)
+        _decide_many(self.n_tokens, self.levels, md["S"], md["c"], md["vb"], md["draft_ms"], self.grid_ms,
+                     *md["path"], md["e"], md["w"], self.lo, self.hi, ptr, vals, md["per_request"],
+                     md["end_term"], md["term"], np.array([progress], np.int64), np.array([time_ms]), out)
+        return int(out[0])
 
     def nbytes(self) -> int:
         """Memory held (bytes): windows, checkpoints, cached blocks and the path on the grid."""
@@ -822,6 +922,8 @@ def solve_path_dp(
     max_iterations: int = 6,
     windows: tuple[Any, Any] | None = None,
     keep_values_mb: float = 16.0,
+    continuation: str | Continuation | None = None,
+    ends_episode: bool = True,
 ) -> PathDPSolution:
     """Solve the path oracle's DP (module docstring) and check its windows.
 
@@ -862,7 +964,14 @@ def solve_path_dp(
     round_max = K * c + vb + float(path.values_ms.max()) * float(e.max())
     f = _check_count("window_coarsen", window_coarsen)
     info: dict[str, Any] = {"jitter_nodes": int(e.size)}
-    model = (N, L, K, S, c, vb, d, e, w, args, round_max)
+    if isinstance(continuation, Continuation) or continuation is None:
+        cont = continuation
+    elif continuation in ("completion", "token-clock"):
+        cont = Continuation(continuation, path, S_cum, c, vb)
+    else:
+        raise ValueError(f"continuation must be None, 'completion' or 'token-clock', got {continuation!r}")
+    end_term = cont is not None and not ends_episode
+    model = (N, L, K, S, c, vb, d, e, w, args, round_max, cont, end_term)
 
     if windows is not None:
         lo = np.array(windows[0], dtype=np.int64)
@@ -903,7 +1012,8 @@ def solve_path_dp(
     for arr in (lo, hi):
         arr.flags.writeable = False
     md = {"S": S, "c": c, "vb": vb, "K": K, "draft_ms": d, "e": e, "w": w, "path": args,
-          "M": solved["M"], "ucap": solved["ucap"], "wmax": solved["wmax"]}
+          "M": solved["M"], "ucap": solved["ucap"], "wmax": solved["wmax"], "per_request": continuation is not None,
+          "end_term": end_term, "term": solved["term"], "dland": solved["dland"]}
     return PathDPSolution(
         grid_ms=h, n_tokens=N, n_requests=R, lo=lo, hi=hi, model=md, checkpoints=solved["checkpoints"],
         first_block=solved["first_block"], value_ms=solved["value"], expected_time_ms=float(stats[0]),
@@ -921,7 +1031,7 @@ def _widen(lo: np.ndarray, hi: np.ndarray, margin: float) -> tuple[np.ndarray, n
 def _pilot_windows(model, S_cum, hp, tail, t_est):
     """Tail-quantile windows (grid ``hp``) of the pilot rule's distribution; returns
     (lo, hi, mass cut or past the grid)."""
-    N, L, K, S, c, vb, d, e, w, args, _ = model
+    N, L, K, S, c, vb, d, e, w, args = model[:10]
     for _ in range(12):
         G = math.ceil(t_est / hp) + 2
         _check_grid(G, K)
@@ -948,11 +1058,22 @@ def check_problem_size(survival: Any, path: DelayPath, *, n_tokens: int, n_reque
                          _check_grid_ms(grid_ms), window_margin)
 
 
-def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
-    """Refuse, before any work, a problem far beyond ``MAX_STATES``: the windows estimated from a
-    renewal approximation (the local rule at the path's mean; the time to ``p`` tokens has a
-    standard deviation of about ``sqrt(p / E[g]) * sd(g) * rho``, g the tokens of a round, and a
-    window spans about 13 of them plus the margins)."""
+def request_states_estimate(survival: Any, path: DelayPath, *, n_tokens: int, draft_ms: float,
+                            verify_base_ms: float, verify_per_token_ms: float, tx_per_token_ms: float = 0.0,
+                            grid_ms: float = 10.0, window_margin: float = 0.02) -> float:
+    """Renewal estimate of the grid states of one request's DP from a known start (the windows of
+    :func:`_states_estimate` with ``L = n_tokens``)."""
+    S, S_cum, K = _survival_arrays(survival)
+    c = float(draft_ms) + float(verify_per_token_ms) + float(tx_per_token_ms)
+    return _states_estimate(_check_count("n_tokens", n_tokens), K, S, S_cum, c, float(verify_base_ms),
+                            float(np.mean(path.values_ms)), _check_grid_ms(grid_ms), window_margin)
+
+
+def _states_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> float:
+    """The windows' grid states estimated from a renewal approximation (the local rule at the
+    path's mean; the time to ``p`` tokens has a standard deviation of about
+    ``sqrt(p / E[g]) * sd(g) * rho``, g the tokens of a round, and a window spans about 13 of them
+    plus the margins)."""
     k = int(np.argmin([(j * c + vb + m) / (1.0 + S_cum[j]) for j in range(1, K + 1)])) + 1
     g = np.arange(1, k + 2)
     pg = np.array([S[a] - S[a + 1] for a in range(k)] + [S[k]])
@@ -960,14 +1081,19 @@ def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
     sd_g = math.sqrt(max(float(pg @ g**2) - eg**2, 1e-12))
     rho = (k * c + vb + m) / eg
     sigma = np.sqrt(np.arange(1, L + 1) / eg) * sd_g * rho
-    estimate = float((13.0 * sigma * (1.0 + 2.0 * margin) / h).sum())
+    return float((13.0 * sigma * (1.0 + 2.0 * margin) / h).sum())
+
+
+def _check_size_estimate(L, K, S, S_cum, c, vb, m, h, margin) -> None:
+    """Refuse, before any work, a problem far beyond ``MAX_STATES`` (:func:`_states_estimate`)."""
+    estimate = _states_estimate(L, K, S, S_cum, c, vb, m, h, margin)
     if estimate > 4 * MAX_STATES:
         raise ValueError(f"the path oracle would solve about {estimate:,.0f} grid states (limit {MAX_STATES:,}): "
                          "use a coarser grid_ms, fewer requests or tokens, or the local-oracle agent")
 
 
 @njit(**_JIT)
-def _union_cap(N, L, K, lo, hi):
+def _union_cap(N, L, K, lo, hi, end_term, dland_lo, dland_hi):
     """Largest union of the target windows p+1 .. p+min(K+1, n) over the levels (the size of H)."""
     cap = 1
     for p in range(L):
@@ -978,6 +1104,9 @@ def _union_cap(N, L, K, lo, hi):
             if p + j < L:
                 a = min(a, lo[p + j])
                 b = max(b, hi[p + j])
+        if end_term and p + min(K + 1, n) >= L:
+            a = min(a, lo[p] + dland_lo)
+            b = max(b, hi[p] + dland_hi)
         if b >= 0:
             cap = max(cap, b - a + 1)
     return cap
@@ -998,18 +1127,20 @@ def _solve_on_windows(model: tuple, h: float, lo: np.ndarray, hi: np.ndarray, *,
     ``want_policy=False`` keeps no values at all (the coarse stage only needs the distribution:
     ``true_lo``/``true_hi`` are its ``tail``-quantile windows).
     """
-    N, L, K, S, c, vb, d, e, w, args, round_max = model
+    N, L, K, S, c, vb, d, e, w, args, round_max, cont, end_term = model
     states = int((hi - lo + 1).sum())
     if states > MAX_STATES:
         raise ValueError(f"the path oracle would solve {states:,} grid states (limit {MAX_STATES:,}): use a "
                          "coarser grid_ms, fewer requests or tokens, or the local-oracle agent")
     idx = np.arange(L)
-    ucap = _union_cap(N, L, K, lo, hi)
+    dland = (math.floor((c + vb) / h), math.ceil(round_max / h) + 1)
+    ucap = _union_cap(N, L, K, lo, hi, end_term, *dland)
     widths = hi - lo + 1
     wmax = int(widths.max())
     G = int(hi.max()) + math.ceil(round_max / h) + 4
     _check_grid(G, K)
     M = _send_table(args, h, d, K, G)
+    term = np.zeros(1) if cont is None else cont.values(h, G, args[-1])
     R = K + 2
     # pointers: the grid policy of every level (for the forward check), checkpoints (the first
     # K + 2 levels of every request after the first), the first request's values (float32)
@@ -1029,7 +1160,7 @@ def _solve_on_windows(model: tuple, h: float, lo: np.ndarray, hi: np.ndarray, *,
     ring = np.zeros((R, wmax))
     t0 = _time.process_time()
     _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, L - 1, 0, ring, pol, pol_ptr, blk, blk_ptr,
-              ck, ck_ptr)
+              ck, ck_ptr, cont is not None, end_term, term, *dland)
     t1 = _time.process_time()
     value = float(ring[0, 0])
     stats = np.zeros(4)
@@ -1040,6 +1171,6 @@ def _solve_on_windows(model: tuple, h: float, lo: np.ndarray, hi: np.ndarray, *,
     t2 = _time.process_time()
     for arr in (ck_ptr, ck, blk_ptr, blk, M):
         arr.flags.writeable = False
-    return {"stats": stats, "true_lo": true_lo, "true_hi": true_hi, "value": value, "M": M,
-            "ucap": ucap, "wmax": wmax, "checkpoints": (ck_ptr, ck), "first_block": (blk_ptr, blk),
+    return {"stats": stats, "true_lo": true_lo, "true_hi": true_hi, "value": value, "M": M, "term": term,
+            "ucap": ucap, "wmax": wmax, "dland": dland, "checkpoints": (ck_ptr, ck), "first_block": (blk_ptr, blk),
             "cpu_s": (t1 - t0, t2 - t1)}

@@ -103,8 +103,24 @@ def test_baseline_sensitivity_reports_every_spec_at_every_point(capsys) -> None:
 def test_oracle_benchmark_reports_the_cost_ratio(capsys) -> None:
     out = _bench("bench_oracle").main(["--seeds", "2", "--requests", "1", "--repeats", "1",
                                        "--agents", "static-k", "ucb-specstop"])
-    assert set(out) == {"ratio_wall", "ratio_cpu"} and all(_positive(v) for v in out.values())
-    assert "path DPs: 2" in capsys.readouterr().out
+    assert {"ratio_wall", "ratio_cpu", "oracle_cpu_s", "agents_cpu_s"} <= set(out)
+    assert all(_positive(v) for v in out.values())
+    text = capsys.readouterr().out
+    assert "scope=request, grid_ms=10.0" in text and "2 per-run request DPs" in text and "load average" in text
+    _bench("bench_oracle").main(["--seeds", "2", "--requests", "1", "--repeats", "1", "--agents", "static-k",
+                                 "--oracle", "oracle:scope=episode"])
+    assert "whole-episode DPs: 2" in capsys.readouterr().out
+
+
+def test_oracle_scope_script_bounds_the_per_request_policy(capsys) -> None:
+    rows = _bench("oracle_scope").main(["--cases", "drift", "trace-nr5g", "--requests", "2", "--seeds", "2",
+                                        "--n_tokens", "32", "--continuations", "token-clock", "completion"])
+    assert [(r["case"], r["requests"]) for r in rows] == [("drift", 2), ("trace-nr5g", 2)]
+    for r in rows:
+        for g in ("token-clock", "completion"):
+            assert -1e-7 <= r[g]["min_pct"] <= r[g]["mean_pct"] <= r[g]["max_pct"] < 0.1
+        assert r["leak"] < 1e-6
+    assert "| `drift` | 2 | 1 |" in capsys.readouterr().out
 
 
 def test_oracle_refinement_script_reports_every_grid() -> None:
@@ -123,6 +139,7 @@ def test_oracle_refinement_script_reports_every_grid() -> None:
     ("bench_scale", ["--repeats", "0"], "--repeats"),
     ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
     ("bench_oracle", ["--requests", "0"], "--requests"),
+    ("oracle_scope", ["--seeds", "1"], "--seeds"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:

@@ -383,10 +383,12 @@ ORACLE_POLICIES = {
     "iid": "finite-horizon DP over the tokens left (one channel state): the stationary k* while many tokens "
            "are left, other drafts near the end of a request",
     "markov": "DP over (tokens left, channel state), chained over the requests of the episode",
-    "drift": "path DP over (wall-clock time, progress) on the drift schedule, jitter and acceptance in "
-             "expectation (one DP for all seeds)",
-    "trace": "path DP over (wall-clock time, progress) on the replayed trace from each episode's offset "
-             "(one DP per seed)",
+    "drift": "path DP per request over (wall-clock time, tokens committed) on the drift schedule from the "
+             "request's exact start, the rest of the episode valued by the token clock, jitter and acceptance "
+             "in expectation (within 0.02% of the whole-episode DP, docs/model.md; oracle:scope=episode solves that)",
+    "trace": "path DP per request over (wall-clock time, tokens committed) on the replayed trace from the "
+             "request's exact start, the rest of the episode valued by the token clock (within 0.01% of the "
+             "whole-episode DP, docs/model.md; oracle:scope=episode solves that)",
 }
 """What the ``oracle`` agent plays, per channel kind (SPEC 4; agents/oracle_agent.py)."""
 
