@@ -532,6 +532,10 @@ def validate_grid(args: Args) -> tuple[Any, list[Any], str, Path]:
             raise UsageError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {args.ray_address[:80]!r}")
     if (args.ray or args.ray_address) and importlib.util.find_spec("ray") is None:
         raise UsageError("--ray/--ray-address need Ray: pip install \"specstop-gym[ray]\" (or pip install ray)")
+    if args.ray_address is not None:
+        from specstop_gym.evaluation.backends import _reachable
+
+        _reachable(args.ray_address)
     if args.out is not None:
         check_path("--out", args.out)
     code = code_key()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from grid_helpers import (
     KILL_GRID,
+    ROOT,
     TINY_GRID,
     assert_same_results,
     kill_after,
@@ -25,6 +26,14 @@ from grid_helpers import (
 
 from specstop_gym.cli import UsageError
 from specstop_gym.evaluation.grid import grid_document, grid_from_dict, load_grid, parse_grid
+
+
+@pytest.fixture()
+def evaluate_module(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    import evaluate
+
+    return evaluate
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +175,23 @@ def test_paper_grid_files_match_the_budget(quick: bool) -> None:
      "grid.toml:6: experiment[1].variants[1].set: scenario"),
     ("name = [\"g\"\n", "grid.toml:1: invalid TOML"),
 ])
-def test_grid_file_errors_name_file_line_and_key(tmp_path: Path, text: str, message: str) -> None:
+def test_grid_file_errors_name_file_line_and_key(tmp_path: Path, text: str, message: str, evaluate_module,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     grid = write_grid(tmp_path, text)
-    r = run_cli("--grid", str(grid), "--out", str(tmp_path / "out"))
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+    assert evaluate_module.main(["--grid", str(grid), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("evaluate.py: error: ")
-    assert str(tmp_path / message) in lines[0] or message in lines[0].replace(str(tmp_path) + "/", ""), lines[0]
-    assert "Traceback" not in r.stderr
-    assert not (tmp_path / "out" / "cells").exists()  # nothing run
+    assert message in lines[0].replace(str(tmp_path) + "/", ""), lines[0]
+    assert not (tmp_path / "out").exists()  # nothing run, nothing written
+
+
+def test_grid_file_error_from_the_command_line(tmp_path: Path) -> None:
+    grid = write_grid(tmp_path, "name = \"g\"\n[[experiment]]\nname = \"a\"\nlevel = \"bits\"\n")
+    r = run_cli("--grid", str(grid), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == f"evaluate.py: error: {grid}:4: experiment[1].level: must be \"round\" or \"token\", got 'bits'\n"
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -184,21 +200,26 @@ def test_grid_file_errors_name_file_line_and_key(tmp_path: Path, text: str, mess
     (["--ray", "--ray-address", "auto"], "--ray-address: give either --ray"),
     (["--quick"], "--quick: only with --paper"),
 ])
-def test_flag_conflicts(tmp_path: Path, args: list[str], message: str) -> None:
+def test_flag_conflicts(tmp_path: Path, args: list[str], message: str, evaluate_module,
+                        capsys: pytest.CaptureFixture[str]) -> None:
     grid = write_grid(tmp_path, TINY_GRID)
-    r = run_cli("--grid", str(grid), *args, "--out", str(tmp_path / "out"))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+    assert evaluate_module.main(["--grid", str(grid), *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
-def test_flag_grid_errors() -> None:
-    r = run_cli("--grid-delays", "10", "-5", "--quiet")
-    assert r.returncode == 2 and "--grid-delays must be a finite number" in r.stderr
-    r = run_cli("--grid-traces", "/nonexistent.csv", "--quiet")
-    assert r.returncode == 2 and "--grid-traces: scenario 'qwen-geometric'" in r.stderr, r.stderr
-    r = run_cli("--seed-block", "0", "--quiet")
-    assert r.returncode == 2 and "--seed-block must be an integer" in r.stderr
-    r = run_cli("--grid", "/nonexistent.toml")
-    assert r.returncode == 2 and "no such grid file" in r.stderr
+@pytest.mark.parametrize(("args", "message"), [
+    (["--grid-delays", "10", "-5"], "--grid-delays must be a finite number"),
+    (["--grid-traces", "/nonexistent.csv"], "--grid-traces: scenario 'qwen-geometric': file not found"),
+    (["--seed-block", "0"], "--seed-block must be an integer"),
+    (["--grid", "/nonexistent.toml"], "/nonexistent.toml: no such grid file"),
+    (["--grid-delays", "50", "--ray-address", "127.0.0.1:1"], "--ray-address '127.0.0.1:1': cannot connect"),
+])
+def test_flag_grid_errors(tmp_path: Path, args: list[str], message: str, evaluate_module,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert evaluate_module.main([*args, "--quiet", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def test_parse_grid_defaults_and_order() -> None:

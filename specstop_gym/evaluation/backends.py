@@ -76,6 +76,8 @@ class RayBackend:
             # advertises the machine's network address); read by Ray at import
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        if address is not None:
+            _reachable(address)
         ray = _import_ray()
         self.ray = ray
         self.started = False
@@ -121,6 +123,27 @@ class RayBackend:
             self.ray.shutdown()
         except Exception:  # noqa: BLE001, S110
             pass
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long ``--ray-address HOST:PORT`` may take to accept a TCP connection before the run is
+refused (Ray itself retries an unreachable address for minutes)."""
+
+
+def _reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` address that accepts no TCP connection within :data:`CONNECT_TIMEOUT_S`
+    (``auto`` and ``ray://`` addresses are left to Ray)."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address[:80]!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(f"--ray-address {address!r}: cannot connect: {e.strerror or e}") from None
 
 
 def make_backend(ray: bool = False, address: str | None = None, num_cpus: int | None = None) -> Any:
