@@ -5,13 +5,22 @@
     python evaluate.py --agents ucb-specstop static-k:k=3 oracle --delay-ms 300
     python evaluate.py --set alpha=0.7 --set n_tokens=512 --level token
     python evaluate.py --paper                           # the reference paper's claims, ~5 minutes
+    python evaluate.py --grid my_grid.toml               # an experiment grid, cell by cell (resumable)
+    python evaluate.py --grid my_grid.toml --ray         # its cells as Ray tasks on this machine's cores
+    python evaluate.py --grid my_grid.toml --ray-address HEAD:6379      # ... on a Ray cluster
+    python evaluate.py --scenarios qwen-geometric drift --grid-delays 25 100 400 --seeds 16 --seed-block 8
 
 Every agent of a scenario faces the same seeds, i.e. the same acceptance draws per round and
 the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.parquet`` (one
 row per round, streamed to disk while the agents run), ``summary.json`` (schema in
 docs/evaluation.md), ``config.json`` (the resolved settings and the run's status: running,
 finished, failed or interrupted) and PNG plots: cumulative regret, per-token latency, chosen k
-over time and a delay sweep. With several scenarios each gets a subfolder. Every file is
+over time and a delay sweep. With several scenarios each gets a subfolder. A grid (``--grid``, ``--grid-delays``,
+``--grid-traces``, ``--seed-block``, ``--ray``, ``--ray-address``; also ``--paper``) writes one
+folder for all its cells instead: ``rounds/`` (a Parquet dataset, one part per cell),
+``cells/`` (one result per cell: the record that it finished), ``cells.parquet``,
+``seeds.parquet``, ``summary.json``, ``grid.json``, ``config.json`` and ``plots/``; rerun on the
+same ``--out`` it continues where it stopped (docs/evaluation.md, "Grids"). Every file is
 written atomically; the folder is locked while a run writes to it (a second run on the same
 --out is refused); rerunning on a folder replaces the earlier results.
 
@@ -19,9 +28,9 @@ Trust: sb3:PATH loads a Stable-Baselines3 model, which unpickles Python objects 
 load only files you trust (a file's sha256 is checked against its run folder's record when
 there is one; that guards against accidents, not against someone who can rewrite the folder).
 
-Exit codes: 0 success; 1 a disk error during the run (one line naming the file); 2 invalid
-arguments or an output folder in use (nothing is run; the message says what is wrong); 130
-interrupted.
+Exit codes: 0 success; 1 a disk error during the run (one line naming the file) or a grid
+worker running other code; 2 invalid arguments, an output folder in use or a Ray cluster that cannot be reached
+(nothing is run; the message says what is wrong); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -245,3 +245,47 @@ def test_plain_progress_line_without_a_terminal() -> None:
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("grid: 1/4 cells (25%)") and "eta ?" in lines[0]
     assert lines[-1].startswith("grid: 3/4 cells (75%)") and "eta 0:" in lines[-1] and lines[-1].endswith("last a/c")
+
+
+def test_the_documented_grid_file_is_valid() -> None:
+    """The example grid of docs/evaluation.md parses and expands (every cell validated)."""
+    import re
+
+    from specstop_gym.evaluation.grid import expand
+
+    doc = (ROOT / "docs" / "evaluation.md").read_text()
+    text = re.search(r"### The grid file.*?```toml\n(.*?)```", doc, flags=re.S).group(1)
+    cells = expand(parse_grid(text, "evaluation.md"), "code")
+    assert [c.label for c in cells][:2] == ["delays/qwen-geometric/25 ms/seeds 0..7",
+                                            "delays/qwen-geometric/25 ms/seeds 8..15"]
+    assert len(cells) == 2 * 4 * 2 + 2 * 2 + 2 * 2
+    assert len({c.key for c in cells}) == len(cells)
+
+
+
+def test_a_failing_cell_is_named_and_the_finished_ones_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from specstop_gym.evaluation import backends
+    from specstop_gym.evaluation.cell import code_key
+    from specstop_gym.evaluation.grid import expand
+    from specstop_gym.evaluation.grid_run import load_finished, run_grid
+
+    grid = parse_grid(TINY_GRID.replace("n_tokens = 32", "n_tokens = 8"), "tiny.toml")
+    cells = expand(grid, code_key())
+    real = backends.run_cell
+    calls = []
+
+    def flaky(spec, key=""):
+        calls.append(key)
+        if len(calls) == 3:
+            raise ZeroDivisionError("injected")
+        return real(spec, key)
+
+    monkeypatch.setattr(backends, "run_cell", flaky)
+    with pytest.raises(ZeroDivisionError, match="injected"):
+        run_grid(grid, cells, tmp_path, backends.InProcessBackend(), quiet=True, plots=False, code=code_key())
+    bad = next(c for c in cells if c.key == calls[2])
+    assert f"grid: cell {bad.label} ({bad.key}): failed; the 2 finished cells are kept" in capsys.readouterr().err
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["status"] == "failed" and cfg["error"].startswith(f"cell {bad.label}") and "injected" in cfg["error"]
+    assert set(load_finished(tmp_path, cells)) == set(calls[:2])

@@ -1,7 +1,7 @@
 """Where the cells of a grid run: in this process (a plain loop) or on Ray (tasks).
 
 Both backends take ``(key, spec)`` pairs and yield ``(key, result)`` as cells finish, in any
-order; a cell is :func:`specstop_gym.evaluation.cell.run_cell`, a pure function of its
+order (an exception raised by a cell propagates with the cell's key as ``cell_key``); a cell is :func:`specstop_gym.evaluation.cell.run_cell`, a pure function of its
 :class:`~specstop_gym.evaluation.cell.CellSpec`, so the backend changes when and where a number
 is computed, never its value. There is no scheduler here: the in-process backend is a ``for``
 loop, the Ray backend submits one Ray task per cell (``num_cpus=1``) and collects them with
@@ -39,7 +39,12 @@ class InProcessBackend:
 
     def run(self, work: Iterable[Work]) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, spec in work:
-            yield key, run_cell(spec, key)
+            try:
+                result = run_cell(spec, key)
+            except Exception as e:
+                e.cell_key = key  # type: ignore[attr-defined]  # which cell failed, for the driver's message
+                raise
+            yield key, result
 
     def close(self) -> None:
         pass
@@ -110,7 +115,12 @@ class RayBackend:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     key = pending.pop(ref)
-                    yield key, ray.get(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as e:  # the task's exception (RayTaskError: with the remote traceback)
+                        e.cell_key = key  # type: ignore[attr-defined]
+                        raise
+                    yield key, result
         finally:
             for ref in pending:  # interrupted or failed: do not leave the cluster computing
                 try:

@@ -144,7 +144,9 @@ def run_grid(grid: Grid, cells: Sequence[Cell], out: str | Path, backend: Any, *
     """Run every cell not yet finished in ``out`` on ``backend``, then write the outputs.
 
     The caller holds the folder's lock. Returns the grid summary (summary.json). Raises
-    :class:`GridError` when a cell fails or a worker runs other code (finished cells stay).
+    :class:`GridError` when a worker runs other code; a cell's exception propagates (with its
+    traceback: a cell failing on valid input is a bug) after config.json names the cell. The
+    finished cells stay in either case.
     """
     out = Path(out)
     run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -186,13 +188,16 @@ def run_grid(grid: Grid, cells: Sequence[Cell], out: str | Path, backend: Any, *
     except BaseException as e:
         progress.close()
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        failed = by_key.get(getattr(e, "cell_key", ""))
+        where = f"cell {failed.label} ({failed.key}): " if failed is not None else ""
         try:
-            write_state(status=status, error=" ".join(f"{type(e).__name__}: {e}".split())[:500])
+            write_state(status=status, error=where + " ".join(f"{type(e).__name__}: {e}".split())[:500])
         except OSError:
             pass
-        if isinstance(e, (KeyboardInterrupt, GridError, OSError)):
-            raise
-        raise GridError(f"a cell failed: {' '.join(str(e).split())[:400]}") from e
+        if failed is not None:  # a bug in a cell (or a worker lost): its traceback follows
+            print(f"grid: {where}failed; the {state['cells_reused'] + state['cells_computed']} finished cells are "
+                  f"kept in {str(out)!r}", file=sys.stderr)
+        raise
     compute_s = time.perf_counter() - t0
     summary = finish(out, grid, cells, done, command=command, run_id=run_id, code=code, backend=info,
                      computed=state["cells_computed"], reused=reused, compute_s=compute_s, plots=plots)
