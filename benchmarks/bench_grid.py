@@ -4,8 +4,10 @@ Runs ``evaluate.py --paper --no-plots --quiet`` as a subprocess, in process and 
 (a local Ray runtime on all cores), alternating, each into a fresh output folder (no cell is
 reused), and prints per repeat: the wall-clock time of the whole command, the grid's compute
 time (``compute_wall_s`` of summary.json: from the first cell submitted to the last one stored,
-so without Python start-up, validation, Ray's start-up and the outputs), the speed-ups
-serial / Ray of both, and the 1-minute load average before each run; then the median and spread
+so without Python start-up, validation, Ray's start-up and the outputs), the CPU cores the
+cells actually obtained (their processes' CPU seconds / the grid's compute time: at most 1 serially,
+2 on Ray with two cores, less when other work shares the machine), the speed-ups serial / Ray of
+both, and the 1-minute load average before each run; then the median and spread
 (min..max) of the speed-ups. The target is a speed-up of at least 1.6 on two cores (reported,
 not enforced). Also printed: the numbers of both backends must be identical (checked: every
 cell's summary), and what each Ray worker pays before its first cell (its first cell's time
@@ -59,7 +61,9 @@ def run(args: list[str], out: Path, env: dict[str, str] | None = None) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"evaluate.py {' '.join(args)} failed: {r.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "compute_s": summary["compute_wall_s"], "load": load, "summary": summary}
+    cpu = sum((c.get("timing") or {}).get("cpu_s") or 0.0 for c in summary["cells"])
+    return {"wall_s": wall, "compute_s": summary["compute_wall_s"], "load": load, "summary": summary,
+            "cores": cpu / summary["compute_wall_s"]}
 
 
 def cells(summary: dict) -> dict[str, dict]:
@@ -95,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                        for a, b in zip(s["summary"]["cells"], r["summary"]["cells"]))
             firsts = worker_startup(r["summary"], s["summary"])
             rows.append((s, r, same, firsts))
-            print(f"repeat {i + 1}: serial {s['wall_s']:.1f} s (grid {s['compute_s']:.1f} s, load {s['load']:.1f}), "
-                  f"ray {r['wall_s']:.1f} s (grid {r['compute_s']:.1f} s, load {r['load']:.1f}); speed-up "
+            print(f"repeat {i + 1}: serial {s['wall_s']:.1f} s (grid {s['compute_s']:.1f} s, {s['cores']:.2f} cores "
+                  f"obtained, load {s['load']:.1f}), ray {r['wall_s']:.1f} s (grid {r['compute_s']:.1f} s, "
+                  f"{r['cores']:.2f} cores obtained, load {r['load']:.1f}); speed-up "
                   f"{s['wall_s'] / r['wall_s']:.2f}x whole command, {s['compute_s'] / r['compute_s']:.2f}x grid; "
                   f"identical numbers: {same}; Ray workers' first-cell overhead "
                   f"{', '.join(f'{x:.1f}' for x in firsts) or '-'} s", flush=True)

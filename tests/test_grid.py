@@ -289,3 +289,56 @@ def test_a_failing_cell_is_named_and_the_finished_ones_kept(tmp_path: Path, monk
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["status"] == "failed" and cfg["error"].startswith(f"cell {bad.label}") and "injected" in cfg["error"]
     assert set(load_finished(tmp_path, cells)) == set(calls[:2])
+
+
+# --------------------------------------------------------------------------- fuzzed grid files
+def _fuzz_grid_documents():
+    from hypothesis import strategies as st
+
+    junk = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                     st.booleans(), st.lists(st.integers(-3, 5), max_size=3), st.none())
+    values = {
+        "name": st.one_of(st.sampled_from(["a", "b c", "x/y", "", " a", "ok-1"]), junk),
+        "scenarios": st.one_of(st.lists(st.sampled_from(["qwen-geometric", "markov-csi", "nope", ""]), max_size=2), junk),
+        "agents": st.one_of(st.lists(st.sampled_from(["oracle", "static-k:k=3", "static-k:k=99", "best-fixed-k:x",
+                                                      "ucb-specstop", "sb3:/none.zip", "nope"]), max_size=2), junk),
+        "seeds": st.one_of(st.integers(-1, 4), st.sampled_from(["0-2", "3-1", "x", "0-100000000"]),
+                           st.lists(st.integers(-1, 3), max_size=3), junk),
+        "seed_block": st.one_of(st.integers(-1, 3), junk),
+        "level": st.one_of(st.sampled_from(["round", "token", "episode"]), junk),
+        "requests": st.one_of(st.integers(-1, 2), junk),
+        "rounds": st.one_of(st.integers(-1, 3), junk),
+        "set": st.one_of(st.dictionaries(st.sampled_from(["alpha", "n_tokens", "max_draft", "alfa", "delay_ms"]),
+                                         st.one_of(st.integers(-2, 40), st.floats(-1, 2), st.text(max_size=3)),
+                                         max_size=2), junk),
+        "delays_ms": st.one_of(st.lists(st.floats(-10, 1e6, allow_nan=True), max_size=2), junk),
+        "critical_delay_factors": st.one_of(st.lists(st.floats(-1, 2000), max_size=2), junk),
+        "traces": st.one_of(st.lists(st.sampled_from(["/no/such.csv", "delay/synthetic_wifi_jitter.csv"]),
+                                     max_size=1), junk),
+        "bogus": junk,
+    }
+    experiment = st.fixed_dictionaries({"name": st.sampled_from(["e1", "e2"])},
+                                       optional={k: v for k, v in values.items() if k != "name"})
+    return st.fixed_dictionaries({}, optional={**{k: values[k] for k in ("name", "seeds", "set", "agents")},
+                                               "experiment": st.one_of(st.lists(experiment, max_size=2), junk)})
+
+
+def test_fuzzed_grid_documents_are_accepted_or_refused_in_one_line() -> None:
+    """Random grid documents (valid keys with valid, edge and junk values, unknown keys): expanded
+    into cells, or refused with a UsageError naming the file; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+
+    from specstop_gym.evaluation.grid import expand
+
+    @settings(max_examples=60, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(doc=_fuzz_grid_documents())
+    def check(doc: dict) -> None:
+        try:
+            cells = expand(grid_from_dict(doc, "fuzz.toml"), "code")
+        except UsageError as e:
+            assert str(e).startswith("fuzz.toml") and "\n" not in str(e), str(e)
+            return
+        assert cells and all(c.spec.seeds for c in cells)
+
+    check()

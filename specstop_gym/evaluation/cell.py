@@ -13,7 +13,8 @@ plain dict:
 * ``rounds``: the cell's rounds table as the bytes of a Parquet file written by
   :class:`specstop_gym.dataset.DatasetWriter` (None without rounds), so that a worker on another
   machine returns it through the backend and the driver writes it with one atomic write;
-* ``timing``, ``worker``: wall-clock seconds and where the cell ran (not part of the result);
+* ``timing``, ``worker``: wall-clock and CPU seconds (of the worker process) and where the cell
+  ran (not part of the result);
 * ``code_key``: the worker's :func:`code_key`, which the driver checks against its own.
 
 :func:`code_key` is the code version in every cell's cache key (docs/evaluation.md, "Resuming a
@@ -203,7 +204,7 @@ def run_cell(spec: CellSpec, key: str = "") -> dict[str, Any]:
     """Run one cell (module docstring); ``key`` is written into the rounds table's ``cell`` column."""
     from .report import build_summary, run_comparison
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     first = _first_call()
     seeds = list(spec.seeds)
     tmp = Path(tempfile.mkdtemp(prefix="specstop-cell-"))
@@ -240,7 +241,8 @@ def run_cell(spec: CellSpec, key: str = "") -> dict[str, Any]:
         "stats": to_jsonable(stats),
         "rounds": data,
         "code_key": code_key(),
-        "timing": {"wall_s": time.perf_counter() - t0, "agents_wall_s": agent_wall},
+        "timing": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                   "agents_wall_s": agent_wall},
         "worker": {"host": socket.gethostname(), "pid": os.getpid(), "first_cell_in_process": first,
                    "ray_node": _ray_node()},
     }

@@ -90,7 +90,7 @@ def plot_grid(folder: Path, grid: Grid, cells: Sequence[Cell], done: Mapping[str
                          "rho_star_ms": at_grid["rho_star_ms"], "exact": exact_delay_curve(base, fine),
                          "agents": agents}
                 name = _slug("__".join(x for x in (exp.name, scen, var) if x))
-                title = (f"{exp.name}: {scen}{' / ' + var if var else ''} ({len(seeds)} seeds, "
+                title = (f"{exp.name}: {scen}{' / ' + var if var else ''}\n({len(seeds)} seeds, "
                          f"{base.requests_per_episode} request(s) x {base.n_tokens} tokens, {group[0].spec.level} level)")
                 plot_sweep(sweep, folder / f"{name}.png", title)
                 files[name] = f"plots/{name}.png"
