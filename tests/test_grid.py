@@ -311,7 +311,7 @@ def _fuzz_grid_documents():
         "set": st.one_of(st.dictionaries(st.sampled_from(["alpha", "n_tokens", "max_draft", "alfa", "delay_ms"]),
                                          st.one_of(st.integers(-2, 40), st.floats(-1, 2), st.text(max_size=3)),
                                          max_size=2), junk),
-        "delays_ms": st.one_of(st.lists(st.floats(-10, 1e6, allow_nan=True), max_size=2), junk),
+        "delays_ms": st.one_of(st.lists(st.one_of(st.floats(-10, 1e6), st.just(float("nan"))), max_size=2), junk),
         "critical_delay_factors": st.one_of(st.lists(st.floats(-1, 2000), max_size=2), junk),
         "traces": st.one_of(st.lists(st.sampled_from(["/no/such.csv", "delay/synthetic_wifi_jitter.csv"]),
                                      max_size=1), junk),

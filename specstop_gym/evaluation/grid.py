@@ -507,7 +507,7 @@ def expand(grid: Grid, code: str) -> list[Cell]:
 
     from ..core.config import MAX_DELAY_MS, ConfigError
     from ..scenarios import build_acceptance, build_channel, make_scenario, scenario_names
-    from .report import BEST_FIXED_K, build_agent, spec_name
+    from .report import BEST_FIXED_K, ORACLE, spec_name
 
     w = _Where(grid.source, grid.locate)
     flags = grid.source == "<flags>"
@@ -579,19 +579,20 @@ def expand(grid: Grid, code: str) -> list[Cell]:
                     except (ConfigError, ValueError, TypeError, OSError) as e:
                         raise _err(w, flags, "--grid-traces" if trace else "--set", apath,
                                    f"scenario {scen!r}: {e}") from None
-                    for label in agents:
+                    always = [] if any(spec_name(a) == ORACLE for a in agents) else [ORACLE]  # always run
+                    for label in [*agents, *always]:
                         if spec_name(label) == BEST_FIXED_K:
                             continue
-                        ck = (label, json.dumps({k: v for k, v in cfg.to_dict().items()
-                                                 if k not in ("delay_ms", "delay_trace", "channel")},
-                                                sort_keys=True, default=_json_default))
+                        ck = (label, ident, len(blocks[0]))
                         if ck in checked_agents:
                             continue
                         try:
-                            build_agent(label, cfg, len(blocks[0]), blocks[0][0])
+                            check_agent(label, cfg, len(blocks[0]), blocks[0][0])
                         except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
-                            raise _err(w, flags, "--agents", where("agents"),
-                                       f"agent {label!r} on scenario {scen!r}: {e}") from None
+                            what = ("the oracle (always run as the reference)" if label in always
+                                    else f"agent {label!r}")
+                            raise _err(w, flags, "--agents", apath if label in always else where("agents"),
+                                       f"{what} on scenario {scen!r}: {e}") from None
                         checked_agents.add(ck)
                     for bi, seeds in enumerate(blocks):
                         spec = CellSpec(scenario=cfg, agents=tuple(agents), seeds=tuple(seeds), level=exp.level,
@@ -603,6 +604,27 @@ def expand(grid: Grid, code: str) -> list[Cell]:
                         if len(cells) > MAX_CELLS:
                             raise w.error(("experiment",) if not flags else (), f"more than {MAX_CELLS} cells")
     return cells
+
+
+def check_agent(label: str, cfg: Any, n_runs: int, seed: int) -> None:
+    """Build an agent as a cell would, to check its spec on the scenario (ValueError etc. naming
+    the problem); the oracle on a drift or trace channel is checked without solving its path DP
+    (tens of seconds, which each cell does anyway): its parameters on a constant channel, the DP's
+    size on the real one (``specstop_gym.path_oracle.check_problem_size``, as the agent does)."""
+    from .report import ORACLE, build_agent, spec_name
+
+    if spec_name(label) != ORACLE or cfg.channel not in ("drift", "trace"):
+        build_agent(label, cfg, n_runs, seed)
+        return
+    from ..path_oracle import check_problem_size, path_from_channel
+    from ..scenarios import build_acceptance, build_channel
+
+    agent = build_agent(label, cfg.replace(channel="constant"), n_runs, seed)
+    tx = 0.0 if cfg.bandwidth_kbps is None or cfg.bytes_per_token == 0 else cfg.bytes_per_token * 8.0 / cfg.bandwidth_kbps
+    check_problem_size(build_acceptance(cfg).survival(cfg.max_draft), path_from_channel(build_channel(cfg)),
+                       n_tokens=cfg.n_tokens, n_requests=cfg.requests_per_episode, draft_ms=cfg.draft_ms,
+                       verify_base_ms=cfg.verify_base_ms, verify_per_token_ms=cfg.verify_per_token_ms,
+                       tx_per_token_ms=tx, grid_ms=agent.grid_ms)
 
 
 def _err(w: _Where, flags: bool, flag: str, path: tuple[Any, ...], message: str) -> UsageError:
