@@ -5,13 +5,22 @@
     python evaluate.py --agents ucb-specstop static-k:k=3 oracle --delay-ms 300
     python evaluate.py --set alpha=0.7 --set n_tokens=512 --level token
     python evaluate.py --paper                           # the reference paper's claims, ~5 minutes
+    python evaluate.py --grid my_grid.toml               # an experiment grid, cell by cell (resumable)
+    python evaluate.py --grid my_grid.toml --ray         # its cells as Ray tasks on this machine's cores
+    python evaluate.py --grid my_grid.toml --ray-address HEAD:6379      # ... on a Ray cluster
+    python evaluate.py --scenarios qwen-geometric drift --grid-delays 25 100 400 --seeds 16 --seed-block 8
 
 Every agent of a scenario faces the same seeds, i.e. the same acceptance draws per round and
 the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.parquet`` (one
 row per round, streamed to disk while the agents run), ``summary.json`` (schema in
 docs/evaluation.md), ``config.json`` (the resolved settings and the run's status: running,
 finished, failed or interrupted) and PNG plots: cumulative regret, per-token latency, chosen k
-over time and a delay sweep. With several scenarios each gets a subfolder. Every file is
+over time and a delay sweep. With several scenarios each gets a subfolder. A grid (``--grid``, ``--grid-delays``,
+``--grid-traces``, ``--seed-block``, ``--ray``, ``--ray-address``; also ``--paper``) writes one
+folder for all its cells instead: ``rounds/`` (a Parquet dataset, one part per cell),
+``cells/`` (one result per cell: the record that it finished), ``cells.parquet``,
+``seeds.parquet``, ``summary.json``, ``grid.json``, ``config.json`` and ``plots/``; rerun on the
+same ``--out`` it continues where it stopped (docs/evaluation.md, "Grids"). Every file is
 written atomically; the folder is locked while a run writes to it (a second run on the same
 --out is refused); rerunning on a folder replaces the earlier results.
 
@@ -19,9 +28,9 @@ Trust: sb3:PATH loads a Stable-Baselines3 model, which unpickles Python objects 
 load only files you trust (a file's sha256 is checked against its run folder's record when
 there is one; that guards against accidents, not against someone who can rewrite the folder).
 
-Exit codes: 0 success; 1 a disk error during the run (one line naming the file); 2 invalid
-arguments or an output folder in use (nothing is run; the message says what is wrong); 130
-interrupted.
+Exit codes: 0 success; 1 a disk error during the run (one line naming the file) or a grid
+worker running other code; 2 invalid arguments, an output folder in use or a Ray cluster that cannot be reached
+(nothing is run; the message says what is wrong); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -103,6 +112,18 @@ class Args:
     """with --paper: a reduced budget (seconds; for smoke tests, numbers are noisy)"""
     quiet: bool = False
     """no progress bar and no table"""
+    grid: str | None = field(default=None, metadata={"metavar": "FILE"})
+    """run an experiment grid file (TOML; docs/evaluation.md, "Grids") cell by cell; resumable: rerun with the same --out to continue"""
+    grid_delays: list[float] | None = field(default=None, metadata={"metavar": "MS"})
+    """grid of constant delays (ms): one cell per scenario and delay (channel=constant)"""
+    grid_traces: list[str] | None = field(default=None, metadata={"metavar": "PATH"})
+    """grid of delay traces: one cell per scenario and trace (channel=trace)"""
+    seed_block: int | None = field(default=None, metadata={"metavar": "N"})
+    """split the seeds into cells of N seeds (a grid; more cells to run in parallel)"""
+    ray: bool = False
+    """run the grid's cells as Ray tasks on a local Ray runtime started on this machine's cores (needs the ray extra)"""
+    ray_address: str | None = field(default=None, metadata={"metavar": "ADDR"})
+    """run the grid's cells on an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto)"""
 
 
 # --------------------------------------------------------------------------- CLI from the dataclass
@@ -404,9 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help (0) or a malformed command line (2, one line printed)
         return int(e.code or 0)
     lock = None
+    gridded = args.paper or is_grid(args)
     try:
-        if args.paper:
-            out = _paper_folder(args)
+        if gridded:
+            grid, cells, code, out = validate_grid(args)
         else:
             configs, seeds, prebuilt, out = validate(args)
         lock = FolderLock(out, command[:200]).acquire()
@@ -418,18 +440,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         clean_orphans(out)
-        if args.paper:
-            return _paper(args, command, out)
+        if gridded:
+            return _grid(args, grid, cells, code, out, command)
         return _run(args, configs, seeds, prebuilt, out, command)
+    except UsageError as e:  # a Ray runtime that cannot be started or joined
+        print_error("evaluate.py", str(e))
+        return 2
     except KeyboardInterrupt:
+        hint = f"; rerun with --out {shlex.quote(str(out))} to continue" if gridded else ""
         print_error("evaluate.py", f"interrupted; the files under their final names in {str(out)!r} are complete "
-                                   "(config.json says interrupted)")
+                                   f"(config.json says interrupted){hint}")
         return 130
     except OSError as e:
         msg = disk_error_message(e)
         if msg is None:
             raise
         print_error("evaluate.py", msg)
+        return 1
+    except RuntimeError as e:
+        from specstop_gym.evaluation.grid_run import GridError
+
+        if not isinstance(e, GridError):
+            raise
+        print_error("evaluate.py", f"{e}; the finished cells are kept in {str(out)!r}")
         return 1
     finally:
         lock.release()
@@ -462,26 +495,158 @@ def _run(args: Args, configs: list[Any], seeds: list[int], prebuilt: dict[str, A
     return 0
 
 
-def _paper_folder(args: Args) -> Path:
+# --------------------------------------------------------------------------- grids
+GRID_CONTENT = ("scenarios", "agents", "seeds", "seed_list", "requests", "rounds", "level", "set", "delay_ms",
+                "delay_trace", "acceptance_trace", "grid_delays", "grid_traces", "seed_block")
+"""Flags that say what a grid contains (given with --grid or --paper they are refused: the file says it)."""
+NOT_FOR_GRIDS = ("sweep_delays", "sweep_seeds", "sweep_requests", "no_sweep", "rounds_format")
+"""Flags of a single comparison that a grid does not use."""
+
+
+def is_grid(args: Args) -> bool:
+    """Whether the flags ask for a grid (a grid file, a delay or trace axis, seed blocks, Ray)."""
+    return bool(args.grid is not None or args.grid_delays or args.grid_traces or args.seed_block is not None
+                or args.ray or args.ray_address is not None)
+
+
+def validate_grid(args: Args) -> tuple[Any, list[Any], str, Path]:
+    """Check a grid run before any work: the grid (file or flags), every cell, the backend's
+    availability and the output folder. Returns (grid, cells, code key, output folder)."""
+    import importlib.util
+
+    from specstop_gym.cli import MAX_SEED, MAX_SEEDS
+    from specstop_gym.core.config import BOUNDS, MAX_DELAY_MS
+    from specstop_gym.evaluation.cell import code_key
+    from specstop_gym.evaluation.grid import expand, grid_from_flags, load_grid
     from specstop_gym.evaluation.report import check_writable
 
+    defaults = Args()
+    source = "--paper" if args.paper else ("--grid" if args.grid else None)
+    if args.paper and args.grid:
+        raise UsageError("--grid: give either --paper or --grid")
+    if args.quick and not args.paper:
+        raise UsageError("--quick: only with --paper")
+    if source is not None:
+        for name in GRID_CONTENT:
+            if getattr(args, name) != getattr(defaults, name):
+                raise UsageError(f"--{name.replace('_', '-')}: not with {source} (the grid file says what to run)")
+    for name in NOT_FOR_GRIDS:
+        if getattr(args, name) != getattr(defaults, name):
+            raise UsageError(f"--{name.replace('_', '-')}: not used by grids (a grid is a set of comparisons without "
+                             "the delay sweep; use --grid-delays for a delay axis)")
+    if args.ray_address is not None:
+        if args.ray:
+            raise UsageError("--ray-address: give either --ray (a local runtime) or --ray-address (a cluster)")
+        if not args.ray_address or len(args.ray_address) > 1000 or any(ch.isspace() for ch in args.ray_address):
+            raise UsageError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {args.ray_address[:80]!r}")
+    if (args.ray or args.ray_address) and importlib.util.find_spec("ray") is None:
+        raise UsageError("--ray/--ray-address need Ray: pip install \"specstop-gym[ray]\" (or pip install ray)")
+    if args.ray_address is not None:
+        from specstop_gym.evaluation.backends import _reachable
+
+        _reachable(args.ray_address)
     if args.out is not None:
         check_path("--out", args.out)
-    out = Path(args.out) if args.out else Path("results") / f"paper__{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    code = code_key()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.paper:
+        from specstop_gym.evaluation.paper import paper_grid_path
+
+        grid = load_grid(paper_grid_path(args.quick))
+        default_out = Path("results") / f"paper__{stamp}"
+    elif args.grid is not None:
+        check_path("--grid", args.grid)
+        grid = load_grid(args.grid)
+        default_out = Path("results") / grid.name
+    else:
+        if args.seed_list:
+            if len(args.seed_list) > MAX_SEEDS:
+                raise UsageError(f"--seed-list: at most {MAX_SEEDS} seeds, got {len(args.seed_list)}")
+            for s in args.seed_list:
+                check_count("--seed-list", s, 0, MAX_SEED)
+            seeds = list(dict.fromkeys(args.seed_list))
+        else:
+            seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
+        check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
+        if args.rounds is not None:
+            check_count("--rounds", args.rounds, 1, 10**9)
+        if args.seed_block is not None:
+            check_count("--seed-block", args.seed_block, 1, MAX_SEEDS)
+        for d in args.grid_delays or []:
+            check_number("--grid-delays", d, 0.0, MAX_DELAY_MS, "ms")
+        if len(args.grid_delays or []) > 1000 or len(args.grid_traces or []) > 1000:
+            raise UsageError("--grid-delays/--grid-traces: at most 1000 values")
+        if args.grid_delays and args.grid_traces:
+            raise UsageError("--grid-traces: one channel axis per grid; --grid-delays is given too")
+        for t in args.grid_traces or []:
+            check_path("--grid-traces", t)
+        if len(args.agents) > 64 or any(len(a) > 1000 for a in args.agents):
+            raise UsageError("--agents: at most 64 specs of at most 1000 characters each")
+        labels = [a.strip() for a in args.agents]
+        if len(set(labels)) != len(labels):
+            raise UsageError(f"--agents lists an agent twice: {labels}")
+        if len(set(args.scenarios)) != len(args.scenarios):
+            raise UsageError("--scenarios lists a scenario twice")
+        for flag, value in (("--delay-trace", args.delay_trace), ("--acceptance-trace", args.acceptance_trace)):
+            if value is not None:
+                check_path(flag, value)
+        overrides = resolve_overrides(args)
+        overrides.pop("requests_per_episode")
+        name = "grid-" + ("+".join(args.scenarios) if len(args.scenarios) <= 3 else "multi")
+        grid = grid_from_flags(name, scenarios=args.scenarios, agents=labels, seeds=seeds, seed_block=args.seed_block,
+                               level=args.level, requests=args.requests, rounds=args.rounds, overrides=overrides,
+                               delays_ms=args.grid_delays, traces=args.grid_traces)
+        default_out = Path("results") / f"{name}__{stamp}"
+    cells = expand(grid, code)
+    out = Path(args.out) if args.out else default_out
     try:
         check_writable(out)
     except OSError as e:
         raise UsageError(str(e)) from None
-    return out
+    _check_grid_space(out, cells)
+    return grid, cells, code, out
 
 
-def _paper(args: Args, command: str, out: Path) -> int:
-    from specstop_gym.evaluation import paper
+def _check_grid_space(out: Path, cells: list[Any]) -> None:
+    """Refuse a grid whose rounds cannot fit the free space even at their fewest (as check_space)."""
+    from specstop_gym.fileio import format_bytes, free_bytes
 
-    result = paper.run_paper(out, quick=args.quick, quiet=args.quiet, command=command)
+    free = free_bytes(out)
+    if free is None:
+        return
+    low = 0
+    for c in cells:
+        if c.spec.rounds:
+            n_agents = len(c.spec.agents) + (not any(a.split(":")[0] == "oracle" for a in c.spec.agents))
+            low += estimate_rounds(c.spec.scenario, n_agents, len(c.spec.seeds), c.spec.max_rounds)[0]
+    need = low * BYTES_PER_ROUND["parquet"] + (16 << 20)
+    if free < need:
+        raise UsageError(f"not enough free space in {str(out)!r}: the grid's rounds need at least {format_bytes(need)}, "
+                         f"{format_bytes(free)} are free")
+
+
+def _grid(args: Args, grid: Any, cells: list[Any], code: str, out: Path, command: str) -> int:
+    from specstop_gym.evaluation.backends import make_backend
+    from specstop_gym.evaluation.grid_run import format_cells_table, run_grid
+
+    backend = make_backend(ray=args.ray, address=args.ray_address)
+    try:
+        summary = run_grid(grid, cells, out, backend, command=command, quiet=args.quiet, plots=not args.no_plots,
+                           code=code)
+    finally:
+        backend.close()
+    if args.paper:
+        from specstop_gym.evaluation import paper
+
+        result = paper.paper_from_grid(summary, out, quick=args.quick, command=command)
+        if not args.quiet:
+            print(paper.format_markdown(result))
+            print(f"-> {out}")
+        return 0
     if not args.quiet:
-        print(paper.format_markdown(result))
-        print(f"-> {out}")
+        print(format_cells_table(summary))
+        print(f"({summary['cells_computed']} cells computed, {summary['cells_reused']} reused, "
+              f"{summary['compute_wall_s']:.1f} s on {summary['backend']['backend']}) -> {out}")
     return 0
 
 

@@ -17,7 +17,10 @@
   with :func:`dataset_metadata`).
 
 Reading: :func:`read_dataset` (all rows, as numpy arrays; strings as object arrays) and
-:func:`iter_dataset` (batches of at most ``batch_rows`` rows) work on both formats.
+:func:`iter_dataset` (batches of at most ``batch_rows`` rows) work on both formats, and on a
+*folder of parts* (the ``*.parquet`` files directly in it, in name order, temporary files
+skipped): the layout of a grid's rounds, one part per cell written when the cell finishes, which
+any Parquet reader also reads as one table (``pyarrow.dataset``, DuckDB, pandas).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ DEFAULT_ROW_GROUP_ROWS = 1 << 16
 
 
 def format_of(path: PathLike) -> str:
-    """The format a file name implies: ``.parquet``, ``.csv.gz`` or ``.csv``."""
+    """The format a file name implies: ``.parquet``, ``.csv.gz`` or ``.csv`` (a folder: its Parquet parts)."""
+    if Path(path).is_dir():
+        return "parquet"
     name = Path(path).name
     for fmt in ("csv.gz", "csv", "parquet"):
         if name.endswith("." + fmt):
@@ -226,6 +231,10 @@ def iter_dataset(path: PathLike, columns: Sequence[str] | None = None,
     """Batches of at most ``batch_rows`` rows of a table written by :class:`DatasetWriter`
     (or any Parquet file), as column -> numpy array (strings as object arrays). CSV values are
     parsed as integers, else floats, else kept as strings, column by column per batch."""
+    if Path(path).is_dir():
+        for part in dataset_parts(path):
+            yield from iter_dataset(part, columns, batch_rows)
+        return
     fmt = format_of(path)
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -247,6 +256,14 @@ def iter_dataset(path: PathLike, columns: Sequence[str] | None = None,
                 rows = []
         if rows:
             yield _csv_batch(header, keep, rows)
+
+
+def dataset_parts(folder: PathLike) -> list[Path]:
+    """The parts of a folder dataset: its ``*.parquet`` files (not temporary ones), in name order."""
+    from .fileio import is_temporary
+
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.name.endswith(".parquet") and not is_temporary(p.name))
 
 
 def _to_numpy(col: Any) -> np.ndarray:
@@ -278,6 +295,11 @@ def read_dataset(path: PathLike, columns: Sequence[str] | None = None) -> dict[s
     """All rows of a table (see :func:`iter_dataset`) as column -> numpy array."""
     parts = list(iter_dataset(path, columns))
     if not parts:
+        if Path(path).is_dir():
+            first = dataset_parts(path)
+            if not first:
+                return {}
+            path = first[0]
         if format_of(path) == "parquet":
             import pyarrow.parquet as pq
 
@@ -300,6 +322,6 @@ def dataset_metadata(path: PathLike) -> dict[str, str]:
     return json.loads(raw.decode()) if raw else {}
 
 
-__all__ = ["DEFAULT_ROW_GROUP_ROWS", "FORMATS", "TYPES", "DatasetWriter", "dataset_metadata", "format_of",
-           "iter_dataset", "read_dataset"]
+__all__ = ["DEFAULT_ROW_GROUP_ROWS", "FORMATS", "TYPES", "DatasetWriter", "dataset_metadata", "dataset_parts",
+           "format_of", "iter_dataset", "read_dataset"]
 

@@ -26,8 +26,7 @@ the points against the claim are listed); (a), (b) are exact numbers checked wit
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,6 @@ import numpy as np
 from ..core.config import ScenarioConfig
 from .metrics import confidence_interval
 from .report import (
-    Comparison,
-    run_comparison,
     to_jsonable,
     versions,
     write_json_atomic,
@@ -83,6 +80,35 @@ def _scenario(name: str, budget: PaperBudget, **overrides: Any) -> ScenarioConfi
     if budget.n_tokens is not None:
         overrides.setdefault("n_tokens", budget.n_tokens)
     return make_scenario(name, **overrides)
+
+
+class CellResult:
+    """The finished cell of a grid as the claims read it: per-seed latencies of each agent
+    (``latency``, as :class:`~specstop_gym.evaluation.report.Comparison` has them), the cell's
+    summary (summary.json of evaluate.py, per cell) and its per-seed sums (``stats``)."""
+
+    def __init__(self, cell: Mapping[str, Any]) -> None:
+        self.coordinates = cell["coordinates"]
+        self.summary = cell["summary"]
+        self.stats = cell["stats"]
+        self.oracle_label = self.summary["oracle_agent"]
+        self.runs = self.summary["agents"]
+        self.config = self.summary["scenario"]["config"]
+
+    def latency(self, label: str) -> np.ndarray:
+        """Per-seed per-token latency (ms/token) of one agent."""
+        return np.array(self.runs[label]["per_seed"]["per_token_latency_ms"], dtype=np.float64)
+
+    def total(self, label: str, key: str) -> float:
+        """Sum over seeds of one of the per-seed sums of :mod:`~specstop_gym.evaluation.cell`."""
+        return float(np.sum(np.array(self.stats[label][key], dtype=np.float64)))
+
+
+Comparison = CellResult  # what _rel/_gap/_lat read
+
+
+def _cells(summary: Mapping[str, Any], experiment: str) -> list[CellResult]:
+    return [CellResult(c) for c in summary["cells"] if c["coordinates"]["experiment"] == experiment]
 
 
 def _rel(comp: Comparison, worse: str, better: str) -> dict[str, float]:
@@ -194,26 +220,18 @@ def _range(values: Sequence[float], digits: int = 1, unit: str = "%") -> str:
 
 
 # --------------------------------------------------------------------------- (a)
-def claim_critical_delay(budget: PaperBudget, seeds: list[int], tick: Callable[[], None]) -> dict[str, Any]:
-    """(a) D_c of the two calibrated presets, exact and from simulated k = 1 / k = 2 latencies."""
-    from ..oracle import critical_delay
-    from ..scenarios import build_acceptance
-
+def claim_critical_delay(cells: Sequence[CellResult]) -> dict[str, Any]:
+    """(a) D_c of the two calibrated presets, exact and from simulated k = 1 / k = 2 latencies
+    (the cells of experiment ``critical-delay``: constant delays 0.6..1.4 x D_c)."""
     rows = []
     for name, paper_ms in (("qwen-geometric", 83.0), ("llama-heavy-head", 111.0)):
-        sc = _scenario(name, budget)
-        surv = build_acceptance(sc).survival(sc.max_draft)
-        d_c = critical_delay(surv, draft_ms=sc.marginal_cost_ms, verify_base_ms=sc.verify_base_ms,
-                             verify_per_token_ms=0.0)
+        mine = [c for c in cells if c.coordinates["scenario"] == name]
+        if not mine:
+            continue
+        d_c = float(mine[0].summary["oracle"]["critical_delay_ms"])
         # simulated: constant delays around D_c, paired difference of static k = 2 and k = 1
-        grid = [round(d_c * f, 1) for f in (0.6, 0.8, 1.0, 1.2, 1.4)]
-        diffs = []
-        for d in grid:
-            comp = run_comparison(sc.replace(channel="constant", delay_ms=d,
-                                             requests_per_episode=budget.crossing_requests),
-                                  ["static-k:k=1", "static-k:k=2"], seeds)
-            diffs.append(float(np.mean(comp.latency("static-k:k=2") - comp.latency("static-k:k=1"))))
-            tick()
+        grid = [float(c.coordinates["delay_ms"]) for c in mine]
+        diffs = [float(np.mean(c.latency("static-k:k=2") - c.latency("static-k:k=1"))) for c in mine]
         slope, icept = np.polyfit(grid, diffs, 1)
         crossing = float(-icept / slope) if slope < 0 else float("nan")
         rows.append({"preset": name, "paper_ms": paper_ms, "critical_delay_ms": d_c,
@@ -272,29 +290,24 @@ NAIVE_UCB = "naive-ucb"
 """Naive UCB as compared in (e): BanditSpec's UCBSpec as its public code does it (docs/agents.md)."""
 
 
-def delay_grid(budget: PaperBudget, seeds: list[int], tick: Callable[[], None]) -> list[dict[str, Any]]:
-    """Constant-delay grid on both calibrated presets: ucb-specstop, specdec++ (tuned and default), naive-ucb,
-    oracle."""
+def delay_grid(cells: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Rows of the constant-delay grid (experiment ``delay-grid``: both calibrated presets, ucb-specstop,
+    specdec++ tuned and default, naive-ucb, oracle), in grid order (preset, then delay)."""
     rows = []
     specs = ["ucb-specstop", SPECDEC_TUNED, SPECDEC_DEFAULT, NAIVE_UCB, "oracle"]
-    for name in ("qwen-geometric", "llama-heavy-head"):
-        base = _scenario(name, budget)
-        for d in budget.grid_delays_ms:
-            sc = base.replace(channel="constant", delay_ms=d, requests_per_episode=budget.grid_requests)
-            comp = run_comparison(sc, specs, seeds, level="token")
-            ok = comp.runs["oracle"]
-            rtt_share = float(np.sum(ok.columns["rtt_ms"]) / np.sum(ok.columns["time_ms"]))
-            rows.append({
-                "preset": name, "delay_ms": d, "rtt_share_of_oracle_time": rtt_share,
-                "latency_ms": {lab: _lat(comp, lab) for lab in specs},
-                "gap_to_oracle_pct": {lab: _gap(comp, lab) for lab in specs if lab != "oracle"},
-                "ucb_vs_specdec_pct": _rel(comp, SPECDEC_TUNED, "ucb-specstop"),
-                "ucb_vs_specdec_default_pct": _rel(comp, SPECDEC_DEFAULT, "ucb-specstop"),
-                "ucb_vs_naive_pct": _rel(comp, NAIVE_UCB, "ucb-specstop"),
-                "ucb_gap_to_oracle_pct": _gap(comp, "ucb-specstop"),
-                "oracle_mean_k": float(ok.columns["k"].mean()),
-            })
-            tick()
+    for comp in cells:
+        rtt_share = comp.total("oracle", "sum_rtt_ms") / comp.total("oracle", "sum_time_ms")
+        rows.append({
+            "preset": comp.coordinates["scenario"], "delay_ms": float(comp.coordinates["delay_ms"]),
+            "rtt_share_of_oracle_time": rtt_share,
+            "latency_ms": {lab: _lat(comp, lab) for lab in specs},
+            "gap_to_oracle_pct": {lab: _gap(comp, lab) for lab in specs if lab != "oracle"},
+            "ucb_vs_specdec_pct": _rel(comp, SPECDEC_TUNED, "ucb-specstop"),
+            "ucb_vs_specdec_default_pct": _rel(comp, SPECDEC_DEFAULT, "ucb-specstop"),
+            "ucb_vs_naive_pct": _rel(comp, NAIVE_UCB, "ucb-specstop"),
+            "ucb_gap_to_oracle_pct": _gap(comp, "ucb-specstop"),
+            "oracle_mean_k": comp.total("oracle", "sum_k") / comp.total("oracle", "rounds"),
+        })
     return rows
 
 
@@ -365,33 +378,55 @@ def _oracle_name() -> str:
     return "clairvoyant oracle (local k* at the current mean rtt, not optimal under jitter)"
 
 
-def claim_drift(budget: PaperBudget, seeds: list[int], tick: Callable[[], None]) -> dict[str, Any]:
-    """(f) static k tuned for the first delay regime, best fixed k in hindsight, ucb-specstop, oracle."""
+def drift_static_k(cfg: ScenarioConfig) -> int:
+    """The static k of claim (f): the oracle's k* at the first level of the drift schedule."""
     from ..oracle import optimal_k_for_costs
     from ..scenarios import build_acceptance
 
-    rows = []
+    surv = build_acceptance(cfg).survival(cfg.max_draft)
+    assert cfg.drift_schedule is not None
+    return int(optimal_k_for_costs(surv, cfg.marginal_cost_ms, cfg.drift_schedule[0][1] + cfg.verify_base_ms)[0])
+
+
+def drift_variants(budget: PaperBudget) -> list[tuple[str, dict[str, Any], int]]:
+    """(name, overrides, static k) of the three drift variants of (f): the preset, the same levels
+    starting with the second, and the other drift mode."""
     preset = _scenario("drift", budget)
     assert preset.drift_schedule is not None
     times = [t for t, _ in preset.drift_schedule]
     levels = [d for _, d in preset.drift_schedule]
     rotated = tuple(zip(times, levels[1:] + levels[:1]))  # the same levels, starting with the second
-    variants = ((f"{preset.drift_mode}, {levels[0]:g} ms first", {}),
-                (f"{preset.drift_mode}, {rotated[0][1]:g} ms first", {"drift_schedule": rotated}),
-                (f"{'linear' if preset.drift_mode == 'step' else 'step'}, {levels[0]:g} ms first",
-                 {"drift_mode": "linear" if preset.drift_mode == "step" else "step"}))
-    for tag, ov in variants:
-        sc = _scenario("drift", budget, requests_per_episode=budget.drift_requests, **ov)
-        surv = build_acceptance(sc).survival(sc.max_draft)
+    other = "linear" if preset.drift_mode == "step" else "step"
+    out = []
+    for ov in ({}, {"drift_schedule": rotated}, {"drift_mode": other}):
+        sc = preset.replace(**ov)
+        assert sc.drift_schedule is not None
+        out.append((f"{sc.drift_mode}, {sc.drift_schedule[0][1]:g} ms first", ov, drift_static_k(sc)))
+    return out
+
+
+def claim_drift(cells: Sequence[CellResult], budget: PaperBudget) -> dict[str, Any]:
+    """(f) static k tuned for the first delay regime, best fixed k in hindsight, ucb-specstop, oracle
+    (experiment ``drift``: one cell per variant)."""
+    from ..cli import tuples_from_lists
+    from ..core.config import ScenarioConfig as Config
+
+    rows = []
+    preset = _scenario("drift", budget)
+    assert preset.drift_schedule is not None
+    for comp in cells:
+        sc = Config(**{k: tuples_from_lists(v) for k, v in comp.config.items()})
         assert sc.drift_schedule is not None
         first = sc.drift_schedule[0][1]
-        k1 = optimal_k_for_costs(surv, sc.marginal_cost_ms, first + sc.verify_base_ms)[0]
-        static = f"static-k:k={k1}"
-        comp = run_comparison(sc, [static, "best-fixed-k", "ucb-specstop", "oracle"], seeds)
-        span_s = float(np.median([comp.runs["oracle"].columns["start_ms"][comp.runs["oracle"].seed_rows(i)].max()
-                                  for i in range(len(seeds))]) / 1000.0)
+        k1 = drift_static_k(sc)
+        static = next(lab for lab in comp.runs if lab.startswith("static-k:"))
+        if static != f"static-k:k={k1}":
+            raise ValueError(f"the drift grid runs {static} but k* of the first level is {k1}: the grid file is out "
+                             "of date with the drift preset (regenerate it with paper.paper_grid)")
+        tag = comp.coordinates["variant"]
+        span_s = float(np.median(np.array(comp.stats["oracle"]["last_start_ms"], dtype=np.float64)) / 1000.0)
         rows.append({"variant": tag, "first_level_ms": first, "static_k": int(k1), "static_spec": static,
-                     "best_fixed_k": comp.runs["best-fixed-k"].extra["k"],
+                     "best_fixed_k": comp.runs["best-fixed-k"]["parameters"]["k"],
                      "episode_span_s": span_s, "drift_period_s": (sc.drift_period_ms or float("nan")) / 1000.0,
                      "static_gap_to_oracle_pct": _gap(comp, static),
                      "best_fixed_k_gap_to_oracle_pct": _gap(comp, "best-fixed-k"),
@@ -401,7 +436,6 @@ def claim_drift(budget: PaperBudget, seeds: list[int], tick: Callable[[], None])
                          (comp.latency(static) - comp.latency("ucb-specstop")) / comp.latency("oracle") * 100.0),
                      "ucb_vs_best_fixed_k_pct": _rel(comp, "best-fixed-k", "ucb-specstop"),
                      "latency_ms": {lab: _lat(comp, lab) for lab in comp.runs}})
-        tick()
     schedule_text = ", ".join(f"{d:g} ms from {t / 1000:g} s" for t, d in preset.drift_schedule)
     period_s = f"{preset.drift_period_ms / 1000:g}" if preset.drift_period_ms else "none"
     jf = judge([point(r["variant"], r["gap_removed_pp"]) for r in rows], paper=(14.0, 18.7), bound=0.0,
@@ -425,17 +459,15 @@ def claim_drift(budget: PaperBudget, seeds: list[int], tick: Callable[[], None])
 
 
 # --------------------------------------------------------------------------- (g)
-def claim_csi(budget: PaperBudget, seeds: list[int], tick: Callable[[], None]) -> dict[str, Any]:
-    """(g) contextual-ucb (per-state delay statistics) vs ucb-specstop on Markov channels with CSI."""
+def claim_csi(cells: Sequence[CellResult], budget: PaperBudget) -> dict[str, Any]:
+    """(g) contextual-ucb (per-state delay statistics) vs ucb-specstop on Markov channels with CSI
+    (experiment ``csi``: one cell per preset)."""
     rows = []
-    for name in budget.csi_presets:
-        sc = _scenario(name, budget, requests_per_episode=budget.csi_requests)
-        comp = run_comparison(sc, ["ucb-specstop", "contextual-ucb", "oracle"], seeds)
-        rows.append({"preset": name, "csi_gain_pct": _rel(comp, "ucb-specstop", "contextual-ucb"),
+    for comp in cells:
+        rows.append({"preset": comp.coordinates["scenario"], "csi_gain_pct": _rel(comp, "ucb-specstop", "contextual-ucb"),
                      "ucb_gap_to_oracle_pct": _gap(comp, "ucb-specstop"),
                      "contextual_gap_to_oracle_pct": _gap(comp, "contextual-ucb"),
                      "latency_ms": {lab: _lat(comp, lab) for lab in comp.runs}})
-        tick()
     jg = judge([point(r["preset"], r["csi_gain_pct"]) for r in rows], paper=(3.0, 6.8), bound=0.0, claimed="above")
     measured = "; ".join(f"{r['preset']}: {_fmt(r['csi_gain_pct'])}" for r in rows)
     return {"id": "g", "key": "csi", "claim": "Channel state information lowers per-token latency",
@@ -447,34 +479,57 @@ def claim_csi(budget: PaperBudget, seeds: list[int], tick: Callable[[], None]) -
 
 
 # --------------------------------------------------------------------------- driver
-def run_paper(out: str | Path, *, quick: bool = False, quiet: bool = False, command: str = "",
-              budget: PaperBudget | None = None) -> dict[str, Any]:
-    """Run every claim, write ``paper.json`` and ``paper.md`` into ``out``; returns the document."""
-    from tqdm import tqdm
+GRIDS = Path(__file__).resolve().parent / "grids"
+"""The grid files shipped with the package (paper.toml, paper-quick.toml)."""
 
+
+def paper_grid_path(quick: bool = False) -> Path:
+    """The grid file of ``evaluate.py --paper`` (``--quick``: the smoke-test budget)."""
+    return GRIDS / ("paper-quick.toml" if quick else "paper.toml")
+
+
+def paper_grid(budget: PaperBudget, name: str = "paper") -> dict[str, Any]:
+    """The --paper grid for a budget, as the document of a grid file (the shipped paper.toml and
+    paper-quick.toml are this for :class:`PaperBudget` () and ``PaperBudget.quick()``; a test
+    checks that they agree)."""
+    common = {} if budget.n_tokens is None else {"set": {"n_tokens": budget.n_tokens}}
+    experiments = [
+        {"name": "critical-delay", "scenarios": ["qwen-geometric", "llama-heavy-head"],
+         "agents": ["static-k:k=1", "static-k:k=2"], "requests": budget.crossing_requests,
+         "critical_delay_factors": [0.6, 0.8, 1.0, 1.2, 1.4]},
+        {"name": "delay-grid", "scenarios": ["qwen-geometric", "llama-heavy-head"],
+         "agents": ["ucb-specstop", SPECDEC_TUNED, SPECDEC_DEFAULT, NAIVE_UCB, "oracle"], "level": "token",
+         "requests": budget.grid_requests, "delays_ms": list(budget.grid_delays_ms)},
+        {"name": "drift", "scenarios": ["drift"], "requests": budget.drift_requests,
+         "variants": [{"name": tag, "set": {k: _lists(v) for k, v in ov.items()},
+                       "agents": [f"static-k:k={k1}", "best-fixed-k", "ucb-specstop", "oracle"]}
+                      for tag, ov, k1 in drift_variants(budget)]},
+        {"name": "csi", "scenarios": list(budget.csi_presets), "agents": ["ucb-specstop", "contextual-ucb", "oracle"],
+         "requests": budget.csi_requests},
+    ]
+    return {"name": name, "seeds": budget.seeds, **common, "experiment": experiments}
+
+
+def _lists(v: Any) -> Any:
+    return [_lists(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def paper_from_grid(summary: Mapping[str, Any], out: str | Path, *, quick: bool = False, command: str = "",
+                    budget: PaperBudget | None = None) -> dict[str, Any]:
+    """Judge every claim from the finished cells of the --paper grid (``summary``: the grid's
+    summary.json), write ``paper.json`` and ``paper.md`` into ``out``; returns the document."""
     budget = budget or (PaperBudget.quick() if quick else PaperBudget())
     seeds = list(range(budget.seeds))
     out = Path(out)
-    n_steps = 10 + 2 * len(budget.grid_delays_ms) + 3 + len(budget.csi_presets)
-    bar = tqdm(total=n_steps, desc="paper", unit="step", disable=quiet or not _isatty(), leave=False)
-    timings: dict[str, float] = {}
-
-    def timed(key: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        bar.set_postfix(claim=key)
-        value = fn()
-        timings[key] = time.perf_counter() - t0
-        return value
-
-    tick = lambda: bar.update(1)
-    t_start = time.perf_counter()
-    claims = [timed("a", lambda: claim_critical_delay(budget, seeds, tick)),
-              timed("b", lambda: claim_log_growth(budget))]
-    grid = timed("c-e", lambda: delay_grid(budget, seeds, tick))
-    claims += claims_from_grid(grid, budget)
-    claims.append(timed("f", lambda: claim_drift(budget, seeds, tick)))
-    claims.append(timed("g", lambda: claim_csi(budget, seeds, tick)))
-    bar.close()
+    claims = [claim_critical_delay(_cells(summary, "critical-delay")), claim_log_growth(budget)]
+    claims += claims_from_grid(delay_grid(_cells(summary, "delay-grid")), budget)
+    claims.append(claim_drift(_cells(summary, "drift"), budget))
+    claims.append(claim_csi(_cells(summary, "csi"), budget))
+    per_exp: dict[str, float] = {}
+    for c in summary["cells"]:
+        t = (c.get("timing") or {}).get("wall_s")
+        if t is not None:
+            per_exp[c["coordinates"]["experiment"]] = per_exp.get(c["coordinates"]["experiment"], 0.0) + float(t)
     from datetime import datetime, timezone
 
     doc = {
@@ -487,8 +542,11 @@ def run_paper(out: str | Path, *, quick: bool = False, quiet: bool = False, comm
         "quick": quick,
         "budget": asdict(budget),
         "seeds": seeds,
-        "wall_s": time.perf_counter() - t_start,
-        "wall_s_per_claim": timings,
+        "wall_s": summary["compute_wall_s"],
+        "cell_seconds_per_experiment": per_exp,
+        "grid": {"code_key": summary.get("code_key"), "backend": summary.get("backend"),
+                 "cells_total": summary.get("cells_total"), "cells_computed": summary.get("cells_computed"),
+                 "cells_reused": summary.get("cells_reused")},
         "claims": claims,
     }
     doc = to_jsonable(doc)
@@ -497,10 +555,24 @@ def run_paper(out: str | Path, *, quick: bool = False, quiet: bool = False, comm
     return doc
 
 
-def _isatty() -> bool:
-    import sys
+def run_paper(out: str | Path, *, quick: bool = False, quiet: bool = True, command: str = "",
+              budget: PaperBudget | None = None, backend: Any = None) -> dict[str, Any]:
+    """Run the --paper grid (for ``budget``, default the shipped grid files') in ``out`` and judge the
+    claims (library use; ``evaluate.py --paper`` does the same with a lock and a backend from its flags)."""
+    from .backends import InProcessBackend
+    from .cell import code_key
+    from .grid import expand, grid_from_dict, load_grid
+    from .grid_run import run_grid
 
-    return sys.stderr.isatty()
+    if budget is None:
+        budget = PaperBudget.quick() if quick else PaperBudget()
+        grid = load_grid(paper_grid_path(quick))
+    else:
+        grid = grid_from_dict(paper_grid(budget))
+    code = code_key()
+    summary = run_grid(grid, expand(grid, code), out, backend or InProcessBackend(), command=command, quiet=quiet,
+                       code=code)
+    return paper_from_grid(summary, out, quick=quick, command=command, budget=budget)
 
 
 def _md(text: Any) -> str:
