@@ -252,7 +252,8 @@ def test_ucb_specstop_first_round_uses_priors() -> None:
     c_hat, vb = agent.cost_estimates(np.arange(2))
     np.testing.assert_allclose(c_hat, 20.11)
     np.testing.assert_allclose(vb, 40.0)
-    for bad in ({"beta": -1.0}, {"beta": "x"}, {"rtt_halflife": 0.0}):
+    for bad in ({"beta": -1.0}, {"beta": "x"}, {"change_threshold": 0.0}, {"bound": "x"}, {"level": "y"},
+                {"discount": 0.0}, {"discount": 1.5}, {"level_c": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             UCBSpecStop(cfg, **bad)
 
