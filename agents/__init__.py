@@ -16,6 +16,7 @@ from .registry import (
 )
 from .specdec_pp import SpecDecPP
 from .static_k import StaticK
+from .ts_specstop import TSSpecStop
 from .ucb_specstop import CensoredAcceptance, UCBSpecStop, batch_optimal_k
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "RoundFeedback",
     "SpecDecPP",
     "StaticK",
+    "TSSpecStop",
     "TokenContext",
     "UCBSpecStop",
     "agent_names",

@@ -23,14 +23,15 @@ from .naive_ucb import NaiveUCB
 from .oracle_agent import LocalOracle, OracleAgent
 from .specdec_pp import SpecDecPP
 from .static_k import StaticK
+from .ts_specstop import TSSpecStop
 from .ucb_specstop import UCBSpecStop
 
 __all__ = ["AGENTS", "RUNNER_NAMES", "agent_names", "make_agent", "parse_agent_spec", "register_agent"]
 
 AGENTS: dict[str, type[Agent]] = {
     cls.name: cls
-    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, OracleAgent,
-                LocalOracle)
+    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, TSSpecStop,
+                OracleAgent, LocalOracle)
 }
 """Every online agent by its ``name``."""
 
