@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from specstop_gym.core.acceptance import SwitchingProfileAcceptance
 from specstop_gym.core.config import ScenarioConfig
 from specstop_gym.oracle import (
     MarkovDPSolution,
@@ -369,9 +370,15 @@ class LocalOracle(Agent):
             scenario.channel, "local")
         self.k_stationary: int | None = None
         self.dp: MarkovDPSolution | None = None
+        self.k_regimes: tuple[int, int] | None = None
         if self.mode == "stationary":
             fixed = scenario.delay_ms + scenario.verify_base_ms
             self.k_stationary = optimal_k_for_costs(self.survival, self.marginal_cost_ms, fixed)[0]
+            acc = build_acceptance(scenario)
+            if isinstance(acc, SwitchingProfileAcceptance):  # acceptance drifts: k* of the regime in force
+                self.acceptance_switch = acc
+                self.k_regimes = tuple(optimal_k_for_costs(acc.survival_of(r, self.max_draft),  # type: ignore
+                                                           self.marginal_cost_ms, fixed)[0] for r in (0, 1))
         elif self.mode == "markov":
             self.dp = _markov_dp(
                 tuple(self.survival.tolist()), scenario.n_tokens, scenario.markov_generator_per_ms,
@@ -383,6 +390,9 @@ class LocalOracle(Agent):
         n = len(ctx.rows)
         if self.mode == "stationary":
             assert self.k_stationary is not None
+            if self.k_regimes is not None:
+                regime = self.acceptance_switch.regime(np.asarray(ctx.time_ms, dtype=np.float64))
+                return np.asarray(self.k_regimes, dtype=np.int64)[regime]
             return np.full(n, self.k_stationary, dtype=np.int64)
         if self.mode == "markov":
             assert self.dp is not None

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .core.acceptance import (AcceptanceProcess, LatentDifficultyAcceptance, ProfileAcceptance,
-                              TraceAcceptance, geometric)
+                              SwitchingProfileAcceptance, TraceAcceptance, geometric)
 from .core.channel import Channel, DriftChannel, IIDChannel, MarkovChannel, TraceChannel
 from .core.config import ConfigError, ScenarioConfig
 from .core.simulator import Simulator
@@ -86,6 +86,33 @@ def _drift() -> ScenarioConfig:
     )
 
 
+# vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), CALIBRATION.md: unconditional
+# acceptance per position on HumanEval 0.837, 0.685, 0.562, 0.460, 0.368, 0.283, 0.217, 0.161 and on chat
+# prompts 0.63, 0.39, 0.24, 0.16; conditional a_i = S_i / S_{i-1} (derived, 3 decimals).
+_CODE_PROFILE = (0.837, 0.818, 0.820, 0.819, 0.800, 0.769, 0.767, 0.742)
+_CHAT_PROFILE = (0.63, 0.62)
+_SRC_PROMPTS = ("code / chat acceptance: vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), "
+                "unconditional per-position rates on HumanEval 0.837, 0.685, 0.562, 0.460, 0.368, 0.283, 0.217, "
+                "0.161 and on chat prompts 0.63, 0.39, 0.24, 0.16, ...; conditional rates derived "
+                "(code 0.837, 0.818, 0.820, 0.819, 0.800, 0.769, 0.767, 0.742; chat 0.63, 0.62, 0.62, ...: about "
+                "0.62, close to geometric)")
+
+
+def _prompt_switch() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="prompt-switch",
+        description=("Acceptance that drifts: the prompt type switches every 60 s (2-4 requests) between "
+                     "code-like (HumanEval profile, a_i 0.84-0.74) and chat-like (a_i about 0.62) acceptance; "
+                     "Llama-like costs, i.i.d. lognormal rtt (mean 50 ms, cv 0.2)"),
+        sources=(_SRC_LLAMA_DRAFT, _SRC_VERIFY, _SRC_PROMPTS,
+                 "the 60-s switching period and the 50-ms channel are illustrative (no public measurement of "
+                 "prompt-type sequences); at 50 ms the two regimes' k* differ (4 and 2)"),
+        draft_ms=16.4, **_VERIFY, acceptance="profile", profile=_CODE_PROFILE, alt_profile=_CHAT_PROFILE,
+        acceptance_switch_ms=60000.0, channel="iid", delay_ms=50.0, delay_cv=0.2, max_draft=8, n_tokens=256,
+        requests_per_episode=24,
+    )
+
+
 def _markov_csi() -> ScenarioConfig:
     return ScenarioConfig(
         name="markov-csi",
@@ -150,6 +177,7 @@ PRESETS: dict[str, Callable[[], ScenarioConfig]] = {
     "qwen-latent-signal": _qwen_latent_signal,
     "drift": _drift,
     "markov-csi": _markov_csi,
+    "prompt-switch": _prompt_switch,
     "trace-cellular": _trace_cellular,
     "trace-nr5g": _real_trace("trace-nr5g", "nr5g_urban_n78.csv",
                               "Qwen-like pair over the measured 5G (n78) urban drive trace, replayed",
@@ -206,6 +234,12 @@ def resolve_data_path(path: str) -> str:
 
 def build_acceptance(config: ScenarioConfig) -> AcceptanceProcess:
     """The acceptance process a config describes."""
+    if config.acceptance in ("geometric", "profile") and config.acceptance_switch_ms is not None:
+        assert config.alt_profile is not None  # validated by ScenarioConfig
+        base = (config.alpha,) if config.acceptance == "geometric" else config.profile
+        assert base is not None
+        return SwitchingProfileAcceptance(profile=tuple(base), alt_profile=config.alt_profile,
+                                          switch_ms=config.acceptance_switch_ms)
     if config.acceptance == "geometric":
         return geometric(config.alpha)
     if config.acceptance == "profile":
@@ -297,7 +331,8 @@ def scenarios_markdown() -> str:
         details += [f"- {s}" for s in c.sources]
         fields = {f: getattr(c, f) for f in ("draft_ms", "verify_base_ms", "verify_per_token_ms", "max_draft",
                                               "n_tokens", "requests_per_episode", "acceptance", "alpha", "profile",
-                                              "latent_tau", "latent_eps_sigma", "confidence_sigma", "channel",
+                                              "latent_tau", "latent_eps_sigma", "confidence_sigma", "alt_profile",
+                                              "acceptance_switch_ms", "channel",
                                               "delay_ms", "delay_cv", "markov_generator_per_ms", "markov_rtt_mean_ms",
                                               "markov_rtt_cv", "drift_schedule", "drift_period_ms", "drift_cv",
                                               "delay_trace", "delay_trace_gaps", "csi_observable")}
