@@ -70,6 +70,28 @@ def _qwen_latent_signal() -> ScenarioConfig:
     )
 
 
+# Base profile of llama-latent-signal: logit a_i shifted by a per-round difficulty z ~ N(0, 1) and a
+# per-token eps ~ N(0, 0.3^2) gives back llama-heavy-head's survival S_i = 0.70 * 0.28^(i-1) (each a_i
+# solved by bisection so that LatentDifficultyAcceptance.survival matches to 1e-3 relative, i <= 8;
+# tests/test_agents_delay_aware.py checks it). Easy rounds survive, so the base must fall faster
+# than the marginal 0.28.
+_LLAMA_LATENT_BASE = (0.7373, 0.202, 0.1313, 0.0874, 0.06, 0.0423, 0.0306, 0.0227)
+
+
+def _llama_latent_signal() -> ScenarioConfig:
+    return _llama_heavy_head().replace(
+        name="llama-latent-signal",
+        description=("llama-heavy-head's survival (a_1 = 0.70, a_i = 0.28) from latent per-round difficulty "
+                     "(tau = 1.0, eps 0.3) with a draft-confidence signal (sigma = 0.5): the heavy head with a "
+                     "confidence that informs acceptance"),
+        sources=_llama_heavy_head().sources + (
+            "latent difficulty and signal noise as qwen-latent-signal (illustrative); base profile solved so "
+            "that the exact survival equals llama-heavy-head's (same D_c, 110.7 ms)",),
+        acceptance="latent", profile=_LLAMA_LATENT_BASE, latent_tau=1.0, latent_eps_sigma=0.3,
+        confidence_sigma=0.5,
+    )
+
+
 def _drift() -> ScenarioConfig:
     return ScenarioConfig(
         name="drift",
@@ -175,6 +197,7 @@ PRESETS: dict[str, Callable[[], ScenarioConfig]] = {
     "qwen-geometric": _qwen_geometric,
     "llama-heavy-head": _llama_heavy_head,
     "qwen-latent-signal": _qwen_latent_signal,
+    "llama-latent-signal": _llama_latent_signal,
     "drift": _drift,
     "markov-csi": _markov_csi,
     "prompt-switch": _prompt_switch,
