@@ -22,9 +22,13 @@ the same at every level):
   standardisation) on ``z_t = (x_t - xbar) / (sigma sqrt(1 + 1/n))``, with ``xbar`` and ``n`` the
   segment's mean and count *before* ``x_t``:
   ``U_t = max(0, U_{t-1} + z_t - allowance)``, ``D_t = max(0, D_{t-1} - z_t - allowance)``.
-  An alarm (``U_t > threshold`` or ``D_t > threshold``) starts a new segment made of the
-  observations since the alarming statistic was last zero (the CUSUM's maximum-likelihood
-  estimate of the change point), and resets both statistics.
+  An alarm (``U_t > threshold`` or ``D_t > threshold``) splits the segment at its
+  maximum-likelihood change point: among its last ``j = 1..min(n, 64)`` observations, the ``j``
+  maximising the two-sample mean-shift statistic ``j (n - j) / n (xbar_last_j - xbar_rest)^2``;
+  the last ``j`` observations become the new segment, and both statistics restart at 0. (The
+  CUSUM's own estimate, the last time the alarming statistic was 0, is biased early: before a
+  large step the statistic is often briefly positive, which would put pre-step rounds in the
+  new segment.)
 * ``threshold = None`` disables detection: one segment, the plain running mean (optimal on a
   stationary channel).
 
@@ -44,6 +48,9 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SegmentDelayTracker", "siegmund_arl"]
+
+_RECENT = 64
+"""Observations kept per run for locating a change point (the candidates of the split)."""
 
 
 def siegmund_arl(shift: float, allowance: float, threshold: float) -> float:
@@ -81,8 +88,8 @@ class SegmentDelayTracker:
         n = self.n_runs
         # current segment: count, sum x, sum x^2, sum rtt
         self.seg = np.zeros((n, 4))
-        # observations since each CUSUM statistic was last zero: (up, down) x (count, sum x, sum x^2, sum rtt)
-        self.since = np.zeros((n, 2, 4))
+        # the last _RECENT observations (x = log rtt, rtt), newest at index (count - 1) % _RECENT
+        self.recent = np.zeros((n, _RECENT, 2))
         self.cusum = np.zeros((n, 2))
         # pooled within-segment sum of squares and degrees of freedom of closed segments
         self.pooled = np.zeros((n, 2))
@@ -91,7 +98,7 @@ class SegmentDelayTracker:
         self.rounds = np.zeros(n, np.int64)
 
     def reset(self) -> None:
-        for a in (self.seg, self.since, self.cusum, self.pooled):
+        for a in (self.seg, self.recent, self.cusum, self.pooled):
             a[:] = 0.0
         self.alarms[:] = 0
         self.last_alarm_round[:] = -1
@@ -123,6 +130,30 @@ class SegmentDelayTracker:
         return self.seg[rows, 0].copy()
 
     # ------------------------------------------------------------------ update
+    def _remember(self, rows: np.ndarray, x: np.ndarray, rtt: np.ndarray) -> None:
+        slot = (self.rounds[rows] - 1) % _RECENT
+        self.recent[rows, slot, 0] = x
+        self.recent[rows, slot, 1] = rtt
+
+    def _split(self, row: int, seg: np.ndarray) -> np.ndarray:
+        """Statistics (count, sum x, sum x^2, sum rtt) of the new segment: the last ``j`` observations of
+        ``seg`` with the largest two-sample mean-shift statistic (module docstring)."""
+        n = int(seg[0])
+        c = min(n, _RECENT, int(self.rounds[row]))
+        newest = int((self.rounds[row] - 1) % _RECENT)
+        idx = (newest - np.arange(c)) % _RECENT  # newest first
+        xs, rs = self.recent[row, idx, 0], self.recent[row, idx, 1]
+        j = np.arange(1, c + 1, dtype=np.float64)
+        sx = np.cumsum(xs)
+        if c < n:
+            rest_mean = (seg[1] - sx) / (n - j)
+            stat = j * (n - j) / n * (sx / j - rest_mean) ** 2
+        else:  # the whole segment is recent: j = n would leave nothing before the change
+            rest = np.maximum(n - j, 1.0)
+            stat = np.where(j < n, j * (n - j) / n * (sx / j - (seg[1] - sx) / rest) ** 2, -1.0)
+        best = int(np.argmax(stat)) + 1
+        return np.array([float(best), sx[best - 1], float(np.sum(xs[:best] ** 2)), float(np.sum(rs[:best]))])
+
     def update(self, rows: Any, rtt_ms: Any) -> np.ndarray:
         """Add one observed rtt (ms, > 0) per run in ``rows`` (distinct); returns where an alarm fired."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -141,29 +172,21 @@ class SegmentDelayTracker:
             c = self.cusum[rows]
             up = np.maximum(0.0, c[:, 0] + z - self.allowance)
             down = np.maximum(0.0, c[:, 1] - z - self.allowance)
-            since = self.since[rows]
-            # observations since the last zero of each statistic: reset where it is zero now
-            since[:, 0] = np.where((up > 0)[:, None], since[:, 0] + obs, 0.0)
-            since[:, 1] = np.where((down > 0)[:, None], since[:, 1] + obs, 0.0)
             alarm = has & ((up > self.threshold) | (down > self.threshold))
-            if alarm.any():
-                side = np.where(up >= down, 0, 1)
-                a = np.flatnonzero(alarm)
-                moved = since[a, side[a]]  # the new segment
-                old = seg[a] + obs[a] - moved  # the closed segment (without the moved observations)
-                pooled = self.pooled[rows[a]]
-                pooled[:, 0] += self._ss(old)
-                pooled[:, 1] += np.maximum(old[:, 0] - 1.0, 0.0)
-                self.pooled[rows[a]] = pooled
-                seg[a] = moved - obs[a]  # obs is added back below
-                up[a] = 0.0
-                down[a] = 0.0
-                since[a] = 0.0
-                self.alarms[rows[a]] += 1
-                self.last_alarm_round[rows[a]] = self.rounds[rows[a]]
+            seg = seg + obs
+            self._remember(rows, x, rtt)
+            for j in np.flatnonzero(alarm):
+                row = rows[j]
+                moved = self._split(row, seg[j])
+                old = seg[j] - moved
+                self.pooled[row, 0] += self._ss(old)
+                self.pooled[row, 1] += max(old[0] - 1.0, 0.0)
+                seg[j] = moved
+                up[j] = down[j] = 0.0
+                self.alarms[row] += 1
+                self.last_alarm_round[row] = self.rounds[row]
             self.cusum[rows] = np.stack([up, down], axis=1)
-            self.since[rows] = since
-            self.seg[rows] = seg + obs
+            self.seg[rows] = seg
         else:
             self.seg[rows] += obs
         return alarm
