@@ -3,6 +3,7 @@ a name registry (:mod:`agents.registry`). See docs/agents.md."""
 
 from .base import Agent, RoundContext, RoundFeedback, TokenContext, validate_k
 from .contextual_ucb import ContextualUCB
+from .delay_aware_stop import DelayAwareStop
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
 from .oracle_agent import LocalOracle, OracleAgent
@@ -25,6 +26,7 @@ __all__ = [
     "Agent",
     "CensoredAcceptance",
     "ContextualUCB",
+    "DelayAwareStop",
     "HeuristicSchedule",
     "LocalOracle",
     "NaiveUCB",

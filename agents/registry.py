@@ -18,6 +18,7 @@ from specstop_gym.core.config import ScenarioConfig
 
 from .base import Agent
 from .contextual_ucb import ContextualUCB
+from .delay_aware_stop import DelayAwareStop
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
 from .oracle_agent import LocalOracle, OracleAgent
@@ -31,7 +32,7 @@ __all__ = ["AGENTS", "RUNNER_NAMES", "agent_names", "make_agent", "parse_agent_s
 AGENTS: dict[str, type[Agent]] = {
     cls.name: cls
     for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, TSSpecStop,
-                OracleAgent, LocalOracle)
+                DelayAwareStop, OracleAgent, LocalOracle)
 }
 """Every online agent by its ``name``."""
 

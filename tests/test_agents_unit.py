@@ -375,7 +375,7 @@ def test_command_line_values_parse_the_same_for_specs_set_and_hyperparams(text: 
 
 def test_registry_names_and_specs() -> None:
     assert agent_names() == ["static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop",
-                             "contextual-ucb", "ts-specstop", "oracle", "local-oracle"]
+                             "contextual-ucb", "ts-specstop", "delay-aware-stop", "oracle", "local-oracle"]
     assert all(AGENTS[n].name == n for n in agent_names())
     assert parse_agent_spec("static-k:k=4,foo=0.5") == ("static-k", {"k": 4, "foo": 0.5})
     assert parse_agent_spec("ucb-specstop:beta=1e-1,rtt_halflife=none") == (
