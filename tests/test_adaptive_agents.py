@@ -384,17 +384,25 @@ def test_prompt_switch_config_is_validated() -> None:
         make_scenario("prompt-switch", alt_profile=(1.5,))
 
 
-def test_oracle_on_prompt_switch_drafts_each_regimes_k_star() -> None:
+def test_oracle_on_prompt_switch_plays_the_dp_of_the_regime_in_force() -> None:
+    from specstop_gym.oracle import optimal_k_for_costs, solve_markov_dp
+
     cfg = make_scenario("prompt-switch", n_tokens=256, requests_per_episode=4, acceptance_switch_ms=5_000.0)
     run = run_agent(make_agent("oracle", cfg, n_runs=2), cfg, [0, 1])
     acc = build_acceptance(cfg)
-    from specstop_gym.oracle import optimal_k_for_costs
-
+    tables = [solve_markov_dp(acc.survival_of(r, 8), n_tokens=256, generator_per_ms=[[0.0]], rtt_mean_ms=cfg.delay_ms,
+                              rtt_cv=0.0, draft_ms=cfg.draft_ms, verify_base_ms=cfg.verify_base_ms,
+                              verify_per_token_ms=cfg.verify_per_token_ms).k_table[:, 0] for r in (0, 1)]
+    for i in range(2):
+        m = run.seed_rows(i)
+        tokens = run.columns["tokens"][m]
+        left = 256 - (np.concatenate([[0], np.cumsum(tokens)[:-1]]) % 256)
+        regime = acc.regime(run.columns["start_ms"][m])
+        np.testing.assert_array_equal(run.columns["k"][m], np.where(regime == 0, tables[0][left], tables[1][left]))
+    # far from a request's end each regime's stationary k*: code drafts longer than chat
     ks = [optimal_k_for_costs(acc.survival_of(r, 8), cfg.marginal_cost_ms, cfg.delay_ms + cfg.verify_base_ms)[0]
           for r in (0, 1)]
-    regime = acc.regime(run.columns["start_ms"])
-    np.testing.assert_array_equal(run.columns["k"], np.asarray(ks)[regime])
-    assert ks[0] > ks[1]
+    assert tables[0][200] == ks[0] and tables[1][200] == ks[1] and ks[0] > ks[1]
 
 
 @pytest.mark.parametrize("spec", ["ucb-specstop:window=50", "ts-specstop:discount=0.98"])
