@@ -89,7 +89,7 @@ def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def make_agent(spec_or_name: str, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
                **params: Any) -> Agent:
-    """Build an agent from a name or spec (``"ucb-specstop:beta=0.5"``) for ``scenario``.
+    """Build an agent from a name or spec (``"ucb-specstop:level_c=3"``) for ``scenario``.
 
     Keyword ``params`` are merged over the spec's (keywords win). Unknown names
     raise ValueError listing the valid ones; ``best-fixed-k`` raises ValueError too

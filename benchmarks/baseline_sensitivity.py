@@ -73,7 +73,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     from specstop_gym.cli import parse_value
 
     out: dict[str, Any] = {}
-    for item in items:
+    for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"--set needs FIELD=VALUE, got {item!r}")
