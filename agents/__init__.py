@@ -3,6 +3,7 @@ a name registry (:mod:`agents.registry`). See docs/agents.md."""
 
 from .base import Agent, RoundContext, RoundFeedback, TokenContext, validate_k
 from .contextual_ucb import ContextualUCB
+from .delay_aware_stop import DelayAwareStop
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
 from .oracle_agent import LocalOracle, OracleAgent
@@ -16,6 +17,7 @@ from .registry import (
 )
 from .specdec_pp import SpecDecPP
 from .static_k import StaticK
+from .ts_specstop import TSSpecStop
 from .ucb_specstop import CensoredAcceptance, UCBSpecStop, batch_optimal_k
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Agent",
     "CensoredAcceptance",
     "ContextualUCB",
+    "DelayAwareStop",
     "HeuristicSchedule",
     "LocalOracle",
     "NaiveUCB",
@@ -32,6 +35,7 @@ __all__ = [
     "RoundFeedback",
     "SpecDecPP",
     "StaticK",
+    "TSSpecStop",
     "TokenContext",
     "UCBSpecStop",
     "agent_names",

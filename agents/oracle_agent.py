@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from specstop_gym.core.acceptance import SwitchingProfileAcceptance
 from specstop_gym.core.config import ScenarioConfig
 from specstop_gym.oracle import (
     MarkovDPSolution,
@@ -72,11 +73,16 @@ def _episode_markov_dp(scenario: ScenarioConfig) -> tuple[MarkovDPSolution, ...]
             bytes_per_token=scenario.bytes_per_token)
         return tuple(sols)
     # constant / iid: the rtt of every round is a fresh draw with the same mean, so the state is
-    # the tokens left alone, and every request has the same table (time and history carry nothing)
-    sol = solve_markov_dp(s, n_tokens=scenario.n_tokens, generator_per_ms=[[0.0]], rtt_mean_ms=scenario.delay_ms,
-                          rtt_cv=0.0, draft_ms=scenario.draft_ms, verify_base_ms=scenario.verify_base_ms,
-                          verify_per_token_ms=scenario.verify_per_token_ms + _tx_per_token_ms(scenario))
-    return (sol,)
+    # the tokens left alone, and every request has the same table (time and history carry nothing).
+    # Acceptance that switches between two profiles over time: one such table per regime.
+    acc = build_acceptance(scenario)
+    survivals = ([acc.survival_of(r, scenario.max_draft) for r in (0, 1)]
+                 if isinstance(acc, SwitchingProfileAcceptance) else [s])
+    return tuple(solve_markov_dp(sv, n_tokens=scenario.n_tokens, generator_per_ms=[[0.0]],
+                                 rtt_mean_ms=scenario.delay_ms, rtt_cv=0.0, draft_ms=scenario.draft_ms,
+                                 verify_base_ms=scenario.verify_base_ms,
+                                 verify_per_token_ms=scenario.verify_per_token_ms + _tx_per_token_ms(scenario))
+                 for sv in survivals)
 
 
 def default_grid_ms(scenario: ScenarioConfig) -> float:
@@ -169,6 +175,9 @@ class OracleAgent(Agent):
       (:func:`specstop_gym.oracle.solve_markov_dp` with one state): the stationary ``k*`` while
       many tokens are left, shorter drafts near the end of a request (tokens past the request's
       end are worth nothing). The rtt of each round is a fresh draw, so nothing else matters.
+      With acceptance that switches over time (``acceptance_switch_ms``, the ``prompt-switch``
+      preset) one such DP per regime, played for the regime in force at the round's start: it
+      knows the schedule but does not plan across a switch (regimes last hundreds of rounds).
     * ``markov``: the DP over (tokens left, channel state) chained over the requests
       (:func:`specstop_gym.oracle.solve_markov_dp_episode`); reads ``ctx.true_state``.
     * ``drift`` / ``trace``: the DP over (wall-clock time, progress) on the known delay path
@@ -321,8 +330,14 @@ class OracleAgent(Agent):
     def choose_k(self, ctx: RoundContext) -> np.ndarray:
         p = self._checked_progress(ctx)
         if self.mode == "finite-horizon":
-            table = self._tables[0].k_table
-            return table[np.asarray(ctx.tokens_left, dtype=np.int64), 0].astype(np.int64)
+            left = np.asarray(ctx.tokens_left, dtype=np.int64)
+            if len(self._tables) == 2:  # acceptance that switches: the table of the regime in force
+                acc = build_acceptance(self.scenario)
+                assert isinstance(acc, SwitchingProfileAcceptance)
+                regime = acc.regime(np.asarray(ctx.time_ms, dtype=np.float64))
+                return np.where(regime == 0, self._tables[0].k_table[left, 0],
+                                self._tables[1].k_table[left, 0]).astype(np.int64)
+            return self._tables[0].k_table[left, 0].astype(np.int64)
         if self.mode == "markov":
             state = np.asarray(ctx.true_state, dtype=np.int64)
             m = self._tables[0].n_states
@@ -422,9 +437,15 @@ class LocalOracle(Agent):
             scenario.channel, "local")
         self.k_stationary: int | None = None
         self.dp: MarkovDPSolution | None = None
+        self.k_regimes: tuple[int, int] | None = None
         if self.mode == "stationary":
             fixed = scenario.delay_ms + scenario.verify_base_ms
             self.k_stationary = optimal_k_for_costs(self.survival, self.marginal_cost_ms, fixed)[0]
+            acc = build_acceptance(scenario)
+            if isinstance(acc, SwitchingProfileAcceptance):  # acceptance drifts: k* of the regime in force
+                self.acceptance_switch = acc
+                self.k_regimes = tuple(optimal_k_for_costs(acc.survival_of(r, self.max_draft),  # type: ignore
+                                                           self.marginal_cost_ms, fixed)[0] for r in (0, 1))
         elif self.mode == "markov":
             self.dp = _markov_dp(
                 tuple(self.survival.tolist()), scenario.n_tokens, scenario.markov_generator_per_ms,
@@ -436,6 +457,9 @@ class LocalOracle(Agent):
         n = len(ctx.rows)
         if self.mode == "stationary":
             assert self.k_stationary is not None
+            if self.k_regimes is not None:
+                regime = self.acceptance_switch.regime(np.asarray(ctx.time_ms, dtype=np.float64))
+                return np.asarray(self.k_regimes, dtype=np.int64)[regime]
             return np.full(n, self.k_stationary, dtype=np.int64)
         if self.mode == "markov":
             assert self.dp is not None

@@ -18,19 +18,21 @@ from specstop_gym.core.config import ScenarioConfig
 
 from .base import Agent
 from .contextual_ucb import ContextualUCB
+from .delay_aware_stop import DelayAwareStop
 from .heuristic import HeuristicSchedule
 from .naive_ucb import NaiveUCB
 from .oracle_agent import LocalOracle, OracleAgent
 from .specdec_pp import SpecDecPP
 from .static_k import StaticK
+from .ts_specstop import TSSpecStop
 from .ucb_specstop import UCBSpecStop
 
 __all__ = ["AGENTS", "RUNNER_NAMES", "agent_names", "make_agent", "parse_agent_spec", "register_agent"]
 
 AGENTS: dict[str, type[Agent]] = {
     cls.name: cls
-    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, OracleAgent,
-                LocalOracle)
+    for cls in (StaticK, HeuristicSchedule, SpecDecPP, NaiveUCB, UCBSpecStop, ContextualUCB, TSSpecStop,
+                DelayAwareStop, OracleAgent, LocalOracle)
 }
 """Every online agent by its ``name``."""
 
@@ -87,7 +89,7 @@ def parse_agent_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def make_agent(spec_or_name: str, scenario: ScenarioConfig, n_runs: int = 1, seed: int | None = 0,
                **params: Any) -> Agent:
-    """Build an agent from a name or spec (``"ucb-specstop:beta=0.5"``) for ``scenario``.
+    """Build an agent from a name or spec (``"ucb-specstop:level_c=3"``) for ``scenario``.
 
     Keyword ``params`` are merged over the spec's (keywords win). Unknown names
     raise ValueError listing the valid ones; ``best-fixed-k`` raises ValueError too

@@ -57,6 +57,8 @@ class Config:
     """Tokens per request."""
     level: str = "token"
     """round or token (the paper grid runs at the token level)."""
+    set: list[str] = field(default_factory=list)
+    """Scenario overrides FIELD=VALUE applied to every preset (values parsed as evaluate.py --set)."""
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
     """Tables to print: latency, gap, advantage."""
     out: str = ""
@@ -67,13 +69,26 @@ def _ci(x: np.ndarray) -> dict[str, float]:
     return confidence_interval(np.asarray(x, dtype=np.float64))
 
 
+def _overrides(items: list[str]) -> dict[str, Any]:
+    from specstop_gym.cli import parse_value
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set needs FIELD=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
 def measure(cfg: Config) -> dict[str, Any]:
     """Every spec at every (preset, delay): latency, gap to the oracle and the reference's advantage."""
     specs = list(dict.fromkeys([*cfg.agents, cfg.reference, "oracle"]))
     seeds = list(range(cfg.seeds))
     points = []
+    overrides = _overrides(cfg.set)
     for preset in cfg.presets:
-        base = make_scenario(preset, n_tokens=cfg.n_tokens)
+        base = make_scenario(preset, n_tokens=cfg.n_tokens, **overrides)
         for d in cfg.delays_ms:
             sc = base.replace(channel="constant", delay_ms=float(d), requests_per_episode=cfg.requests)
             comp = run_comparison(sc, specs, seeds, level=cfg.level)
@@ -126,6 +141,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         msg = (f"--metrics must be among {', '.join(METRICS)}, got {', '.join(bad)}" if bad
                else f"--level must be round or token, got {cfg.level}")
         argparse.ArgumentParser(prog="baseline_sensitivity.py").error(msg)
+    try:
+        overrides = _overrides(cfg.set)
+        for preset in cfg.presets:
+            make_scenario(preset, **overrides)
+    except ValueError as e:
+        import argparse
+
+        argparse.ArgumentParser(prog="baseline_sensitivity.py").error(str(e))
     t0 = time.perf_counter()
     result = measure(cfg)
     result["wall_s"] = time.perf_counter() - t0

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .core.acceptance import (AcceptanceProcess, LatentDifficultyAcceptance, ProfileAcceptance,
-                              TraceAcceptance, geometric)
+                              SwitchingProfileAcceptance, TraceAcceptance, geometric)
 from .core.channel import Channel, DriftChannel, IIDChannel, MarkovChannel, TraceChannel
 from .core.config import ConfigError, ScenarioConfig
 from .core.simulator import Simulator
@@ -70,6 +70,28 @@ def _qwen_latent_signal() -> ScenarioConfig:
     )
 
 
+# Base profile of llama-latent-signal: logit a_i shifted by a per-round difficulty z ~ N(0, 1) and a
+# per-token eps ~ N(0, 0.3^2) gives back llama-heavy-head's survival S_i = 0.70 * 0.28^(i-1) (each a_i
+# solved by bisection so that LatentDifficultyAcceptance.survival matches to 1e-3 relative, i <= 8;
+# tests/test_agents_delay_aware.py checks it). Easy rounds survive, so the base must fall faster
+# than the marginal 0.28.
+_LLAMA_LATENT_BASE = (0.7373, 0.202, 0.1313, 0.0874, 0.06, 0.0423, 0.0306, 0.0227)
+
+
+def _llama_latent_signal() -> ScenarioConfig:
+    return _llama_heavy_head().replace(
+        name="llama-latent-signal",
+        description=("llama-heavy-head's survival (a_1 = 0.70, a_i = 0.28) from latent per-round difficulty "
+                     "(tau = 1.0, eps 0.3) with a draft-confidence signal (sigma = 0.5): the heavy head with a "
+                     "confidence that informs acceptance"),
+        sources=_llama_heavy_head().sources + (
+            "latent difficulty and signal noise as qwen-latent-signal (illustrative); base profile solved so "
+            "that the exact survival equals llama-heavy-head's (same D_c, 110.7 ms)",),
+        acceptance="latent", profile=_LLAMA_LATENT_BASE, latent_tau=1.0, latent_eps_sigma=0.3,
+        confidence_sigma=0.5,
+    )
+
+
 def _drift() -> ScenarioConfig:
     return ScenarioConfig(
         name="drift",
@@ -83,6 +105,33 @@ def _drift() -> ScenarioConfig:
         draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.7,
         channel="drift", drift_schedule=((0.0, 40.0), (20000.0, 400.0)), drift_mode="step",
         drift_period_ms=40000.0, drift_cv=0.1, max_draft=12, n_tokens=256, requests_per_episode=4,
+    )
+
+
+# vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), CALIBRATION.md: unconditional
+# acceptance per position on HumanEval 0.837, 0.685, 0.562, 0.460, 0.368, 0.283, 0.217, 0.161 and on chat
+# prompts 0.63, 0.39, 0.24, 0.16; conditional a_i = S_i / S_{i-1} (derived, 3 decimals).
+_CODE_PROFILE = (0.837, 0.818, 0.820, 0.819, 0.800, 0.769, 0.767, 0.742)
+_CHAT_PROFILE = (0.63, 0.62)
+_SRC_PROMPTS = ("code / chat acceptance: vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), "
+                "unconditional per-position rates on HumanEval 0.837, 0.685, 0.562, 0.460, 0.368, 0.283, 0.217, "
+                "0.161 and on chat prompts 0.63, 0.39, 0.24, 0.16, ...; conditional rates derived "
+                "(code 0.837, 0.818, 0.820, 0.819, 0.800, 0.769, 0.767, 0.742; chat 0.63, 0.62, 0.62, ...: about "
+                "0.62, close to geometric)")
+
+
+def _prompt_switch() -> ScenarioConfig:
+    return ScenarioConfig(
+        name="prompt-switch",
+        description=("Acceptance that drifts: the prompt type switches every 60 s (2-4 requests) between "
+                     "code-like (HumanEval profile, a_i 0.84-0.74) and chat-like (a_i about 0.62) acceptance; "
+                     "Llama-like costs, i.i.d. lognormal rtt (mean 50 ms, cv 0.2)"),
+        sources=(_SRC_LLAMA_DRAFT, _SRC_VERIFY, _SRC_PROMPTS,
+                 "the 60-s switching period and the 50-ms channel are illustrative (no public measurement of "
+                 "prompt-type sequences); at 50 ms the two regimes' k* differ (4 and 2)"),
+        draft_ms=16.4, **_VERIFY, acceptance="profile", profile=_CODE_PROFILE, alt_profile=_CHAT_PROFILE,
+        acceptance_switch_ms=60000.0, channel="iid", delay_ms=50.0, delay_cv=0.2, max_draft=8, n_tokens=256,
+        requests_per_episode=24,
     )
 
 
@@ -148,8 +197,10 @@ PRESETS: dict[str, Callable[[], ScenarioConfig]] = {
     "qwen-geometric": _qwen_geometric,
     "llama-heavy-head": _llama_heavy_head,
     "qwen-latent-signal": _qwen_latent_signal,
+    "llama-latent-signal": _llama_latent_signal,
     "drift": _drift,
     "markov-csi": _markov_csi,
+    "prompt-switch": _prompt_switch,
     "trace-cellular": _trace_cellular,
     "trace-nr5g": _real_trace("trace-nr5g", "nr5g_urban_n78.csv",
                               "Qwen-like pair over the measured 5G (n78) urban drive trace, replayed",
@@ -206,6 +257,12 @@ def resolve_data_path(path: str) -> str:
 
 def build_acceptance(config: ScenarioConfig) -> AcceptanceProcess:
     """The acceptance process a config describes."""
+    if config.acceptance in ("geometric", "profile") and config.acceptance_switch_ms is not None:
+        assert config.alt_profile is not None  # validated by ScenarioConfig
+        base = (config.alpha,) if config.acceptance == "geometric" else config.profile
+        assert base is not None
+        return SwitchingProfileAcceptance(profile=tuple(base), alt_profile=config.alt_profile,
+                                          switch_ms=config.acceptance_switch_ms)
     if config.acceptance == "geometric":
         return geometric(config.alpha)
     if config.acceptance == "profile":
@@ -297,7 +354,8 @@ def scenarios_markdown() -> str:
         details += [f"- {s}" for s in c.sources]
         fields = {f: getattr(c, f) for f in ("draft_ms", "verify_base_ms", "verify_per_token_ms", "max_draft",
                                               "n_tokens", "requests_per_episode", "acceptance", "alpha", "profile",
-                                              "latent_tau", "latent_eps_sigma", "confidence_sigma", "channel",
+                                              "latent_tau", "latent_eps_sigma", "confidence_sigma", "alt_profile",
+                                              "acceptance_switch_ms", "channel",
                                               "delay_ms", "delay_cv", "markov_generator_per_ms", "markov_rtt_mean_ms",
                                               "markov_rtt_cv", "drift_schedule", "drift_period_ms", "drift_cv",
                                               "delay_trace", "delay_trace_gaps", "csi_observable")}

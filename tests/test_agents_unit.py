@@ -252,7 +252,8 @@ def test_ucb_specstop_first_round_uses_priors() -> None:
     c_hat, vb = agent.cost_estimates(np.arange(2))
     np.testing.assert_allclose(c_hat, 20.11)
     np.testing.assert_allclose(vb, 40.0)
-    for bad in ({"beta": -1.0}, {"beta": "x"}, {"rtt_halflife": 0.0}):
+    for bad in ({"beta": -1.0}, {"beta": "x"}, {"change_threshold": 0.0}, {"bound": "x"}, {"level": "y"},
+                {"discount": 0.0}, {"discount": 1.5}, {"level_c": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             UCBSpecStop(cfg, **bad)
 
@@ -374,7 +375,7 @@ def test_command_line_values_parse_the_same_for_specs_set_and_hyperparams(text: 
 
 def test_registry_names_and_specs() -> None:
     assert agent_names() == ["static-k", "heuristic", "specdec++", "naive-ucb", "ucb-specstop",
-                             "contextual-ucb", "oracle", "local-oracle"]
+                             "contextual-ucb", "ts-specstop", "delay-aware-stop", "oracle", "local-oracle"]
     assert all(AGENTS[n].name == n for n in agent_names())
     assert parse_agent_spec("static-k:k=4,foo=0.5") == ("static-k", {"k": 4, "foo": 0.5})
     assert parse_agent_spec("ucb-specstop:beta=1e-1,rtt_halflife=none") == (

@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -131,6 +132,57 @@ def test_oracle_refinement_script_reports_every_grid() -> None:
     assert all(_positive(r["value_ms_per_token"]) and 0.0 <= r["decisions_differing"] <= 1.0 for r in rows)
 
 
+def test_regret_shape_fits_both_shapes(tmp_path) -> None:
+    mod = _bench("regret_shape")
+    t = np.arange(2, 200, dtype=float)
+    fit = mod.fit_shapes(t, 3.0 * np.log(t))
+    assert fit["b"] == pytest.approx(3.0) and fit["rms_log"] == pytest.approx(0.0, abs=1e-9) and fit["rms_sqrt"] > 0
+    fit = mod.fit_shapes(t, 0.5 * np.sqrt(t * np.log(t)))
+    assert fit["a"] == pytest.approx(0.5) and fit["rms_sqrt"] == pytest.approx(0.0, abs=1e-9)
+    out = mod.main(["--presets", "qwen-geometric@95", "--seeds", "2", "--rounds", "60", "--fit_from", "10",
+                    "--plot", str(tmp_path / "r.png"), "--out", str(tmp_path / "r.json")])
+    p = out["presets"][0]
+    assert p["k_star"] == 2 and p["rounds"] == 60 and all(np.isfinite(list(p["fit"].values())))
+    assert (tmp_path / "r.png").stat().st_size > 0 and (tmp_path / "r.json").exists()
+    with pytest.raises(SystemExit) as exc:
+        mod.main(["--presets", "drift", "--rounds", "20"])
+    assert exc.value.code == 2
+
+
+def test_delay_tracker_script_counts_alarms_and_delays() -> None:
+    out = _bench("delay_tracker").main(["--thresholds", "8", "--runs", "4", "--rounds", "100", "--warmup", "50",
+                                        "--steps", "40:400:0.1"])
+    row = out["rows"][0]
+    assert row["steps"]["40:400:0.1"]["mean_delay_rounds"] == 1.0
+    assert all(0.0 <= f["alarms_per_1000_rounds"] < 50 for f in row["false_alarms"].values())
+
+
+def test_adaptive_targets_script_runs_every_section(capsys) -> None:
+    mod = _bench("adaptive_targets")
+    variants = mod.drift_variants()  # the drift section runs the path-DP oracle: too slow for a test
+    assert [tag for tag, _ in variants] == ["step, 40 ms first", "step, 400 ms first", "linear, 40 ms first"]
+    assert variants[1][1]["drift_schedule"] == ((0.0, 400.0), (20000.0, 40.0))
+    out = mod.main(["--sections", "markov", "switch", "final-k", "--seeds", "2", "--csi_requests", "1",
+                    "--markov_presets", "markov-csi", "--markov_agents", "contextual-ucb",
+                    "--switch_agents", "ts-specstop:window=50", "--switch_requests", "1", "--final_seeds", "2", "--final_requests", "1",
+                    "--final_agents", "ucb-specstop"])
+    for sec in ("markov", "switch"):
+        for blk in out[sec]:
+            assert blk["agents"]["oracle"]["gap_pct"]["mean"] == 0.0
+    assert 0 <= out["final-k"]["agents"]["ucb-specstop"]["end_at_k_star"] <= 2
+    assert "end at k*" in capsys.readouterr().out
+
+
+def test_baseline_sensitivity_applies_overrides(capsys) -> None:
+    out = _bench("baseline_sensitivity").main(["--presets", "llama-heavy-head", "--delays_ms", "100", "--seeds", "2",
+                                               "--requests", "1", "--n_tokens", "32", "--agents", "static-k",
+                                               "--set", "confidence_sigma=0.5", "--metrics", "gap"])
+    assert out["points"][0]["agents"]["oracle"]["gap"]["mean"] == 0.0
+    with pytest.raises(SystemExit) as exc:
+        _bench("baseline_sensitivity").main(["--set", "no_such_field=1"])
+    assert exc.value.code == 2 and "no_such_field" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script, argv, flag", [
     ("bench_vector_env", ["--sizes", "8", "0"], "--sizes"),
     ("bench_single_env", ["--repeats", "0"], "--repeats"),
@@ -140,6 +192,9 @@ def test_oracle_refinement_script_reports_every_grid() -> None:
     ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
     ("bench_oracle", ["--requests", "0"], "--requests"),
     ("oracle_scope", ["--seeds", "1"], "--seeds"),
+    ("regret_shape", ["--seeds", "0"], "--seeds"),
+    ("delay_tracker", ["--runs", "0"], "--runs"),
+    ("adaptive_targets", ["--final_seeds", "0"], "--final_seeds"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:

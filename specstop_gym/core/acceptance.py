@@ -131,6 +131,45 @@ class ProfileAcceptance(AcceptanceProcess):
         builder.floats(kernels.I_O_A, extend_profile(self.profile, max_draft))
 
 
+@dataclass(frozen=True)
+class SwitchingProfileAcceptance(ProfileAcceptance):
+    """Acceptance that changes over time: ``profile`` and ``alt_profile`` alternate every ``switch_ms``.
+
+    In episode time ``t`` (ms), rounds that start in ``[2n T, (2n + 1) T)`` draw from ``profile``,
+    those in ``[(2n + 1) T, (2n + 2) T)`` from ``alt_profile`` (``T = switch_ms``): a stream of
+    requests whose prompt type (say code, then chat) changes every ``T``. Within a regime the
+    positions are independent as in :class:`ProfileAcceptance`. ``survival`` is the primary
+    profile's (the first regime); :meth:`survival_at` gives the one in force at a time.
+    ``draw`` and ``draw_with_signal`` draw at episode time 0 (the primary profile); the simulator
+    passes each round's start time to the kernels.
+    """
+
+    alt_profile: tuple[float, ...] = ()
+    switch_ms: float = 0.0
+    name: str = "switching-profile"
+
+    def regime(self, t_ms) -> np.ndarray:
+        """0 (``profile``) or 1 (``alt_profile``) at episode times ``t_ms``."""
+        t = np.asarray(t_ms, dtype=np.float64)
+        if self.switch_ms <= 0:
+            return np.zeros(t.shape, np.int64)
+        return (np.floor(t / self.switch_ms).astype(np.int64) % 2)
+
+    def survival_of(self, regime: int, max_draft: int) -> np.ndarray:
+        """``S_1..S_K`` of regime 0 (``profile``) or 1 (``alt_profile``)."""
+        return np.cumprod(extend_profile(self.alt_profile if regime else self.profile, max_draft))
+
+    def survival_at(self, t_ms: float, max_draft: int) -> np.ndarray:
+        """``S_1..S_K`` of the regime in force at episode time ``t_ms``."""
+        return self.survival_of(int(self.regime(t_ms)), max_draft)
+
+    def pack(self, builder, max_draft):
+        builder.ints[kernels.I_ACC_KIND] = kernels.ACC_PROFILE
+        builder.scalars[kernels.P_ACC_SWITCH] = self.switch_ms
+        builder.floats(kernels.I_O_A, np.concatenate([extend_profile(self.profile, max_draft),
+                                                      extend_profile(self.alt_profile, max_draft)]))
+
+
 def geometric(alpha: float) -> ProfileAcceptance:
     """Geometric acceptance: a_i = alpha for every position (the Qwen-like case)."""
     return ProfileAcceptance(profile=(float(alpha),), name="geometric")

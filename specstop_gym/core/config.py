@@ -100,6 +100,9 @@ BOUNDS: dict[str, Bound] = {
     "latent_tau": _LOGIT_SD,
     "latent_eps_sigma": _LOGIT_SD,
     "confidence_sigma": _LOGIT_SD,
+    "alt_profile": Bound(0.0, 1.0, "", f"probabilities, at most {MAX_DRAFT} of them"),
+    "acceptance_switch_ms": Bound(0.0, 1e10, "ms", "a regime longer than 0 ms, at most ~4 months "
+                                  "(as drift times)", lo_open=True),
     "delay_ms": _DELAY,
     "delay_cv": Bound(0.0, MAX_CV, "", "lognormal sd sqrt(log1p(cv^2)) stays small enough for finite "
                       f"draws; gamma needs {GAMMA_CV_RANGE[0]} <= cv <= {GAMMA_CV_RANGE[1]} (accurate "
@@ -259,6 +262,12 @@ class ScenarioConfig:
     """Acceptance trace (.jsonl) replayed by ``trace`` acceptance."""
     confidence_sigma: float | None = None
     """Std of the confidence signal's logit noise; None: the scenario has no signal."""
+    acceptance_switch_ms: float | None = None
+    """``geometric``/``profile`` only: every this many ms of episode time the acceptance switches between
+    the profile (alpha) and ``alt_profile`` (starting with the profile); None: no switch."""
+    alt_profile: tuple[float, ...] | None = None
+    """Conditional acceptance a_1, a_2, ... of the alternative regime (with ``acceptance_switch_ms``);
+    extended with its last value like ``profile``."""
 
     # --- channel (SPEC 3) ---
     channel: str = "iid"
@@ -353,6 +362,22 @@ class ScenarioConfig:
                 _text(name, getattr(self, name), MAX_PATH)
         if self.acceptance == "trace" and not self.acceptance_trace:
             raise ConfigError("acceptance='trace' needs acceptance_trace (path to a .jsonl acceptance trace)")
+        if self.alt_profile is not None:
+            if isinstance(self.alt_profile, (str, bytes)) or not isinstance(self.alt_profile, (list, tuple, np.ndarray)):
+                raise ConfigError(f"alt_profile must be a non-empty sequence of probabilities, got "
+                                  f"{_short(self.alt_profile)}")
+            alt = _sequence("alt_profile", self.alt_profile, MAX_DRAFT)
+            if not alt:
+                raise ConfigError(f"alt_profile must be a non-empty sequence of probabilities, got "
+                                  f"{_short(self.alt_profile)}")
+            set_(self, "alt_profile", tuple(_probability(f"alt_profile[{i}]", a) for i, a in enumerate(alt)))
+        if self.acceptance_switch_ms is not None:
+            set_(self, "acceptance_switch_ms", _number("acceptance_switch_ms", self.acceptance_switch_ms))
+            if self.acceptance not in ("geometric", "profile"):
+                raise ConfigError("acceptance_switch_ms needs acceptance='geometric' or 'profile', "
+                                  f"got {self.acceptance!r}")
+            if self.alt_profile is None:
+                raise ConfigError("acceptance_switch_ms needs alt_profile (the other regime's a_1, a_2, ...)")
         for name in ("csi_observable", "delay_trace_offset"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name} must be true or false, got {_short(getattr(self, name))}")

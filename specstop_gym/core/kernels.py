@@ -120,7 +120,7 @@ I_N_REC = 13  # recorded rounds (trace acceptance)
 I_CONF_W = 14  # width of recorded confidences (0: none)
 I_N_PTS = 15  # points of the drift schedule / delay trace
 I_HAS_EPS = 16  # latent: per-token noise on
-I_O_A = 17  # P offsets (K): profile a_i
+I_O_A = 17  # P offsets (K, or 2K with an alternative profile): profile a_i
 I_O_LOGIT_A = 18  # (K) logit a_i
 I_O_HAZ = 19  # (K) Kaplan-Meier continuation rates
 I_O_MEAN = 20  # (M) Markov mean rtt per state
@@ -155,7 +155,8 @@ P_SD = 12  # iid / drift lognormal sigma
 P_HALF_VAR = 13  # iid / drift sigma^2 / 2
 P_N_TOKENS = 14
 P_CV = 15  # iid / drift cv (0: no jitter)
-P_SIZE = 16
+P_ACC_SWITCH = 16  # profile acceptance: period (ms) of the switch to the alternative profile (0: none)
+P_SIZE = 17
 
 # ---------------------------------------------------------------- state columns
 S_KEY, S_ROUND, S_LEFT, S_REQ, S_POS, S_G, S_CSI, S_CH_STATE, S_SWITCHES, S_EP_TOKENS, S_DONE, S_PICK = range(12)
@@ -358,8 +359,19 @@ def gamma_quantile_array(a, u, out):
 
 # ====================================================================== acceptance
 @njit(**_INLINE)
+def profile_regime(P, t):
+    """Profile acceptance: 0 (the profile) or 1 (the alternative profile) at episode time ``t`` ms; the two
+    alternate every ``P[P_ACC_SWITCH]`` ms, starting with the profile (always 0 without a switch)."""
+    period = P[P_ACC_SWITCH]
+    if period <= 0.0:
+        return 0
+    return np.int64(math.floor(t / period)) % 2
+
+
+@njit(**_INLINE)
 def accept_p(P, I, key, rnd, i, z, pick):
-    """Acceptance probability of position ``i`` (0-based) of round ``rnd`` (its latent ``z``)."""
+    """Acceptance probability of position ``i`` (0-based) of round ``rnd`` (its latent ``z``; for profile
+    acceptance ``pick`` is the regime of :func:`profile_regime`, for trace acceptance the replayed record)."""
     kind = I[I_ACC_KIND]
     if kind == ACC_LATENT:
         x = P[I[I_O_LOGIT_A] + i] + z
@@ -368,22 +380,24 @@ def accept_p(P, I, key, rnd, i, z, pick):
         return sigmoid(x)
     if kind == ACC_TRACE:
         return P[I[I_O_HAZ] + i]
-    return P[I[I_O_A] + i]
+    return P[I[I_O_A] + pick * I[I_K] + i]
 
 
 @njit(**_INLINE)
-def draw_round(P, I, k_max, key, rnd):
-    """(G capped at k_max, latent z, trace pick) of round ``rnd``: position i is accepted when
-    ``u_i < p_i``; G counts the accepted positions before the first rejection (uniforms
-    are drawn up to the first rejection only, which gives the same G). One loop per kind:
-    the loops stay small enough for the compiler to keep them tight."""
+def draw_round(P, I, k_max, key, rnd, t):
+    """(G capped at k_max, latent z, pick) of round ``rnd`` started at episode time ``t`` ms: position
+    i is accepted when ``u_i < p_i``; G counts the accepted positions before the first rejection
+    (uniforms are drawn up to the first rejection only, which gives the same G). ``pick``: the
+    profile regime (profile acceptance) or the replayed record (trace). One loop per kind: the
+    loops stay small enough for the compiler to keep them tight."""
     kind = I[I_ACC_KIND]
     g = np.int64(0)
     if kind == ACC_PROFILE:
-        o = I[I_O_A]
+        regime = profile_regime(P, t)
+        o = I[I_O_A] + regime * I[I_K]
         while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < P[o + g]:
             g += 1
-        return g, 0.0, 0
+        return g, 0.0, regime
     if kind == ACC_LATENT:
         z = P[P_TAU] * normal(key, STREAM_LATENT_Z, rnd, I0)
         while g < k_max and uniform(key, STREAM_ACCEPT_U, rnd, g) < accept_p(P, I, key, rnd, g, z, I0):
@@ -414,11 +428,11 @@ def confidence(P, I, sigma, key, rnd, i, z, pick):
 
 @njit(**_JIT)
 def draw_rounds_array(P, I, k_max, sigma, want, keys, rounds, g_out, p_out, q_out):
-    """Batch of (key, round) draws: G always; p when ``want & 1``; q when ``want & 2``."""
+    """Batch of (key, round) draws at episode time 0: G always; p when ``want & 1``; q when ``want & 2``."""
     for j in range(keys.shape[0]):
         key = keys[j]
         rnd = rounds[j]
-        g, z, pick = draw_round(P, I, k_max, key, rnd)
+        g, z, pick = draw_round(P, I, k_max, key, rnd, 0.0)
         g_out[j] = g
         if want & 1:
             for i in range(k_max):
@@ -599,7 +613,7 @@ def begin_round(S, F, P, I, row):
     k = I[I_K]
     key = _key(S, row)
     rnd = S[row, S_ROUND]
-    g, z, pick = draw_round(P, I, k, key, rnd)
+    g, z, pick = draw_round(P, I, k, key, rnd, F[row, F_T])
     S[row, S_G] = g
     S[row, S_PICK] = pick
     S[row, S_POS] = 1

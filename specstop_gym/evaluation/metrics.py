@@ -27,8 +27,9 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> dict[str, fl
 
 
 def is_stationary(scenario: ScenarioConfig) -> bool:
-    """Stationary channel (constant or i.i.d. rtt): the reference is the exact rho*."""
-    return scenario.channel in STATIONARY_CHANNELS
+    """Stationary channel (constant or i.i.d. rtt) and acceptance that does not switch over time: the
+    reference is the exact rho*."""
+    return scenario.channel in STATIONARY_CHANNELS and scenario.acceptance_switch_ms is None
 
 
 def reference_rho(scenario: ScenarioConfig, oracle_run: AgentRun | None) -> tuple[np.ndarray, str]:
