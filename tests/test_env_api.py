@@ -135,7 +135,7 @@ def test_step_after_termination_raises() -> None:
 def test_overrides_change_the_environment() -> None:
     env = gym.make("SpecStopRound-v0", scenario="qwen-geometric", delay_ms=300.0, max_draft=12)
     assert env.action_space.n == 12
-    assert env.observation_space.shape == (6 + 1 + 12,)
+    assert env.observation_space.shape == (6 + 1 + 24,)
     assert env.unwrapped.config.delay_ms == 300.0
     obs, _ = env.reset(seed=0)
     assert obs[1] > 0.15  # the initial rtt probe is around 300 ms = 0.3 s

@@ -271,10 +271,10 @@ def test_overrides_change_the_scenario_spaces_and_observations(env_id: str) -> N
     cfg = env.unwrapped.config
     assert cfg.delay_ms == 300.0 and cfg.max_draft == 12 and base.unwrapped.config.max_draft == 8
     m = env.unwrapped.sim.n_states
-    assert env.observation_space.shape == (6 + m + 12,) and base.observation_space.shape == (6 + m + 8,)
+    assert env.observation_space.shape == (6 + m + 24,) and base.observation_space.shape == (6 + m + 16,)
     assert env.action_space.n == (2 if env_id == "SpecStop-v0" else 12)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (6 + m + 12,)
+    assert obs.shape == (6 + m + 24,)
     # a different mean delay gives different rtts on the same seed
     first_rtt = [e.reset(seed=0)[0][1] for e in (base, env)]
     assert first_rtt[0] != first_rtt[1]

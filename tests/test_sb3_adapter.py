@@ -187,7 +187,8 @@ def test_adapter_over_sync_vector_env() -> None:
 
 def test_monitor_option() -> None:
     for native in (True, False):
-        env = make_sb3_vec_env("SpecStopRound-v0", 2, seed=0, native=native, monitor=True, n_tokens=4)
+        env = make_sb3_vec_env("SpecStopRound-v0", 2, seed=0, native=native, monitor=True, n_tokens=4,
+                               reward_mode="latency")  # returns are minus the episode time: < 0
         if native:
             assert isinstance(env, VecMonitor)
         env.reset()

@@ -147,7 +147,7 @@ def test_next_step_autoreset_semantics() -> None:
     obs, rewards, terminated, truncated, info = env.step(a)  # the reset step: action ignored
     assert not terminated.any() and not truncated.any() and (rewards == 0).all()
     assert "round" not in info and (info["time_ms"] == 0).all() and (info["tokens_left"] == 1).all()
-    assert (obs[:, -3] == 1.0).all()  # tokens_left_frac of a fresh episode
+    assert (obs[:, env.observation_fields.index("tokens_left_frac")] == 1.0).all()  # a fresh episode
 
 
 def test_same_step_autoreset_semantics() -> None:
@@ -157,11 +157,12 @@ def test_same_step_autoreset_semantics() -> None:
     obs, rewards, terminated, _, info = env.step(np.full(2, 7, np.int64))
     assert terminated.all() and (rewards < 0).all()
     assert info["_final_obs"].all() and info["_final_info"].all()
-    assert (info["time_ms"] == 0).all() and (obs[:, -3] == 1.0).all()  # already the next episode
+    left = env.observation_fields.index("tokens_left_frac")
+    assert (info["time_ms"] == 0).all() and (obs[:, left] == 1.0).all()  # already the next episode
     final = info["final_info"]
     assert (final["episode_tokens"] == 1).all() and final["round"]["_k"].all()
     assert all(env.single_observation_space.contains(o) for o in info["final_obs"])
-    assert all(o[-3] == 0.0 for o in info["final_obs"])  # no tokens left at the end
+    assert all(o[left] == 0.0 for o in info["final_obs"])  # no tokens left at the end
 
 
 def test_autoreset_mode_validation() -> None:

@@ -626,6 +626,8 @@ def refresh_row(S, F, O, P, I, row):
     O[row, 3 + m + k] = np.float32(np.float64(S[row, S_LEFT]) / P[P_N_TOKENS])
     O[row, 4 + m + k] = np.float32(F[row, F_EWMA_FAST] / 1000.0)
     O[row, 5 + m + k] = np.float32(F[row, F_EWMA_SLOW] / 1000.0)
+    for i in range(k):  # the draft position, one-hot
+        O[row, 6 + m + k + i] = np.float32(1.0) if i == pos - 1 else np.float32(0.0)
 
 
 @njit(inline="always", **_JIT)
@@ -639,8 +641,7 @@ def local_rate(P, I, mean_rtt, state):
     best = np.inf
     for k in range(I[I_K]):
         rho = ((k + 1) * c + fixed) / P[o + k]
-        if rho < best:
-            best = rho
+        best = min(best, rho)
     return best
 
 
@@ -682,6 +683,7 @@ def finish_round(S, F, O, P, I, row, k):
     key = _key(S, row)
     t0 = F[row, F_T]
     start_state = S[row, S_CSI]
+    old_pos = S[row, S_POS]  # the draft position before this round (k at the token level, else 1)
     t_send = t0 + k * P[P_DRAFT]
     offset = F[row, F_OFFSET]
     state, path, count, nxt = channel_state(P, I, key, t_send, S[row, S_CH_STATE], S[row, S_SWITCHES],
@@ -746,6 +748,8 @@ def finish_round(S, F, O, P, I, row, k):
     O[row, 3 + m + kmax] = np.float32(np.float64(left) / P[P_N_TOKENS])
     O[row, 4 + m + kmax] = np.float32(ewma_fast / 1000.0)
     O[row, 5 + m + kmax] = np.float32(ewma_slow / 1000.0)
+    O[row, 6 + m + kmax + old_pos - 1] = np.float32(0.0)  # one-hot position: old -> 1
+    O[row, 6 + m + kmax] = np.float32(1.0)
     return round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done, ref
 
 
@@ -795,6 +799,9 @@ def token_action(S, F, O, P, I, row, action):
         pos += 1
         S[row, S_POS] = pos
         O[row, 0] = np.float32(pos / kmax)
+        hot = 6 + I[I_M] + kmax  # one-hot position: pos - 1 -> pos
+        O[row, hot + pos - 2] = np.float32(0.0)
+        O[row, hot + pos - 1] = np.float32(1.0)
         if I[I_SIGNAL]:
             O[row, 2 + I[I_M]] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
         return P[P_DRAFT], False, False, pos, _NO_ROUND

@@ -230,7 +230,7 @@ class Simulator:
     # ------------------------------------------------------------ observation
     @property
     def obs_dim(self) -> int:
-        return 6 + self.n_states + self.max_draft
+        return 6 + self.n_states + 2 * self.max_draft
 
     def acceptance_estimate(self) -> np.ndarray:
         """Posterior-mean conditional acceptance per position, shape (B, K)."""
@@ -260,14 +260,16 @@ class Simulator:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
 
         ``[position/K, last_rtt_ms/1000, csi one-hot (M), confidence, a_hat_1..a_hat_K,
-        tokens_left/n_tokens, rtt_ewma_fast_ms/1000, rtt_ewma_slow_ms/1000]`` (the rtt averages:
-        :data:`~specstop_gym.core.kernels.RTT_EWMA_FAST_MS`). The one-hot is all zero when CSI is not observable;
-        the confidence is 0 without a signal and at the round level.
+        tokens_left/n_tokens, rtt_ewma_fast_ms/1000, rtt_ewma_slow_ms/1000, position one-hot (K)]``
+        (the rtt averages: :data:`~specstop_gym.core.kernels.RTT_EWMA_FAST_MS`). The CSI one-hot is all zero when CSI is not observable;
+        the confidence is 0 without a signal; at the round level the position (fraction and
+        one-hot) and the confidence are 0 (the decision is taken before drafting).
         """
         obs = self.obs_buffer.copy()
         if not token_level:
             obs[:, 0] = 0.0
             obs[:, 2 + self.n_states] = 0.0
+            obs[:, self.obs_dim - self.max_draft:] = 0.0
         return obs
 
     def action_masks(self) -> np.ndarray:

@@ -13,8 +13,8 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from ..core.config import ScenarioConfig
-from ..core.simulator import RoundResult, Simulator
 from ..core.rng import episode_keys
+from ..core.simulator import RoundResult, Simulator
 from ..scenarios import DEFAULT_SCENARIO, build_simulator, make_scenario, stationary_reference
 
 ROUND_FIELDS = ("k", "accepted", "tokens", "round_ms", "rtt_ms", "channel_state")
@@ -29,8 +29,9 @@ def observation_space(sim: Simulator) -> spaces.Box:
     """Box of the observation layout of :meth:`Simulator.observe`."""
     low = np.zeros(sim.obs_dim, np.float32)
     high = np.ones(sim.obs_dim, np.float32)
-    high[1] = np.inf  # last rtt in seconds
-    high[-2:] = np.inf  # the rtt averages, seconds
+    fields = observation_fields(sim)
+    for name in ("last_rtt_s", "rtt_ewma_fast_s", "rtt_ewma_slow_s"):  # seconds, unbounded
+        high[fields.index(name)] = np.inf
     return spaces.Box(low, high, dtype=np.float32)
 
 
@@ -38,7 +39,8 @@ def observation_fields(sim: Simulator) -> list[str]:
     """Names of the observation entries, in order."""
     m, k = sim.n_states, sim.max_draft
     return (["position_frac", "last_rtt_s"] + [f"csi_{s}" for s in range(m)] + ["confidence"]
-            + [f"accept_est_{i}" for i in range(1, k + 1)] + ["tokens_left_frac", "rtt_ewma_fast_s", "rtt_ewma_slow_s"])
+            + [f"accept_est_{i}" for i in range(1, k + 1)] + ["tokens_left_frac", "rtt_ewma_fast_s", "rtt_ewma_slow_s"]
+            + [f"position_{i}" for i in range(1, k + 1)])
 
 
 class RewardModel:
@@ -111,5 +113,16 @@ def new_row_keys(gens: list[np.random.Generator], rows: np.ndarray) -> np.ndarra
     return np.array([episode_keys(gens[i], 1)[0] for i in rows], dtype=np.uint64)
 
 
-__all__ = ["ROUND_FIELDS", "RewardModel", "build_simulator", "check_seed", "new_row_keys", "observation_fields",
-           "observation_space", "resolve_config", "round_info", "row_generators", "episode_keys"]
+__all__ = [
+    "ROUND_FIELDS",
+    "RewardModel",
+    "build_simulator",
+    "check_seed",
+    "episode_keys",
+    "new_row_keys",
+    "observation_fields",
+    "observation_space",
+    "resolve_config",
+    "round_info",
+    "row_generators",
+]

@@ -59,7 +59,7 @@ def render_rgb(obs: np.ndarray, fields: list[str], state: int) -> np.ndarray:
     def bar(fraction: float, colour: np.ndarray) -> None:
         nonlocal x
         f = 0.0 if not math.isfinite(fraction) else min(1.0, max(0.0, fraction))
-        h = int(round(f * span))
+        h = round(f * span)
         if h:
             img[base - h:base, x:x + _BAR] = colour
         img[base:base + 1, x:x + _BAR] = 0

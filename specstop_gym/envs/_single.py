@@ -10,9 +10,15 @@ from gymnasium import logger
 
 from ..core import kernels as kn
 from ..core.config import ScenarioConfig
+from ._face import (
+    RewardModel,
+    build_simulator,
+    episode_keys,
+    observation_fields,
+    observation_space,
+    resolve_config,
+)
 from ._render import render_rgb
-from ._face import (RewardModel, build_simulator, episode_keys, observation_fields, observation_space,
-                    resolve_config)
 
 _ZERO = np.zeros(1, np.int64)
 
@@ -98,9 +104,10 @@ class SingleFace(gym.Env):
 
     def _observe(self) -> np.ndarray:
         obs = self.sim.obs_buffer[0].copy()
-        if not self.token_level:
+        if not self.token_level:  # as Simulator.observe(token_level=False)
             obs[0] = 0.0
             obs[self._confidence_col] = 0.0
+            obs[-self._max_draft:] = 0.0
         return obs
 
     def _validate_action(self, action: Any) -> int:
@@ -125,8 +132,11 @@ class SingleFace(gym.Env):
             info["action_mask"] = (self._mask_open if state[kn.S_POS] < self._max_draft else self._mask_full).copy()
         return info
 
-    def action_masks(self) -> np.ndarray:
-        """Valid actions (for MaskablePPO): token level [draft, stop]; round level all k."""
+    def action_masks(self, _env: Any = None) -> np.ndarray:
+        """Valid actions (for MaskablePPO): token level [draft, stop]; round level all k.
+
+        The ignored optional argument lets sb3-contrib's ``ActionMasker(env, "action_masks")``
+        work: it calls the method it finds with the environment as argument."""
         if self.token_level:
             return self.sim.action_masks()[0]
         return np.ones(self.config.max_draft, bool)

@@ -40,7 +40,6 @@ from gymnasium.vector.utils import batch_space
 
 from ..core import kernels as kn
 from ..core.config import ScenarioConfig
-from ._render import render_rgb
 from ._face import (
     ROUND_FIELDS,
     RewardModel,
@@ -51,6 +50,7 @@ from ._face import (
     observation_space,
     resolve_config,
 )
+from ._render import render_rgb
 
 _EMPTY = np.zeros(0, np.int64)
 _NO_BOOL = np.zeros(0, bool)
