@@ -1,0 +1,243 @@
+"""Do standard RL libraries learn the latency-optimal policy from the registered defaults alone?
+
+Trains, for each algorithm and training seed, on ``gym.make("SpecStop-v0")`` (token level) with
+nothing but the environment's registered defaults and the library's own defaults:
+
+* ``sb3-ppo``: ``PPO("MlpPolicy", "SpecStop-v0", seed=s)`` (Stable-Baselines3, every
+  hyperparameter its default: 1 environment, n_steps 2048, gamma 0.99, ...);
+* ``sb3-dqn``: ``DQN("MlpPolicy", "SpecStop-v0", seed=s)`` likewise;
+* ``ppo-loop``: the plain PPO loop over ``gym.make_vec`` of ``tests/ppo_loop.py`` (CleanRL's
+  shape and defaults: 4 environments x 128 steps, gamma 0.99).
+
+``--scenario NAME`` trains on ``gym.make("SpecStop-v0", scenario=NAME)`` instead (SB3 through
+``make_vec_env(..., env_kwargs={"scenario": NAME})``, the string-id path with keyword arguments).
+
+Every ``--eval_every`` steps and at the end, the greedy policy is evaluated on ``--eval_seeds``
+episodes with the project's runner (:func:`specstop_gym.evaluation.run_agent`, through
+:class:`agents.policy_agent.PolicyAgent`): the same episodes, on common random numbers, as the
+oracle, best-fixed-k (the best static k in hindsight per seed), static k*, never stopping
+(``k = max_draft``) and a uniformly random policy. The gap to the oracle is per seed, then averaged
+(mean and 95% interval over the evaluation seeds).
+
+A measurement, not a test (the test suite trains the PPO loop for a few thousand steps:
+``tests/test_rl.py``). CPU-heavy: the default (3 algorithms x 3 seeds x 300k steps) takes about an
+hour on one core. Usage::
+
+    python benchmarks/bench_rl_defaults.py                                   # the table of docs/training.md
+    python benchmarks/bench_rl_defaults.py --algos sb3-ppo --seeds 0 --timesteps 50000
+    python benchmarks/bench_rl_defaults.py --scenario drift --algos sb3-ppo ppo-loop --out drift.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _common import parse_config
+
+ALGOS = ("sb3-ppo", "sb3-dqn", "ppo-loop")
+TARGET_GAP_PCT = 3.0
+ENV_ID = "SpecStop-v0"
+
+
+@dataclass
+class Config:
+    """Settings of bench_rl_defaults.py (one flag each)."""
+
+    algos: list[str] = field(default_factory=lambda: list(ALGOS))
+    """algorithms: sb3-ppo, sb3-dqn, ppo-loop"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """training seeds"""
+    timesteps: int = 300_000
+    """environment steps per training run"""
+    eval_every: int = 50_000
+    """evaluate the policy every N steps (and at the end)"""
+    eval_seeds: int = 20
+    """number of evaluation episodes (seeds 1000, 1001, ...)"""
+    scenario: str = ""
+    """scenario preset passed to gym.make (empty: the registered default)"""
+    torch_threads: int = 1
+    """torch CPU threads"""
+    out: str = ""
+    """write the results as JSON to this file (empty: do not)"""
+
+
+def make_scenario_of_env(scenario: str) -> Any:
+    """The ScenarioConfig of ``gym.make(ENV_ID[, scenario=...])``: what the policies are trained on."""
+    import gymnasium as gym
+
+    import specstop_gym  # noqa: F401
+
+    env = gym.make(ENV_ID, **({"scenario": scenario} if scenario else {}))
+    config = env.unwrapped.config
+    env.close()
+    return config
+
+
+class Evaluator:
+    """Evaluates policies on fixed seeds against the oracle and simple baselines (common random numbers)."""
+
+    def __init__(self, scenario: Any, n_seeds: int) -> None:
+        from agents.registry import make_agent
+        from specstop_gym.evaluation.runner import run_agent, run_best_fixed_k
+
+        self.scenario = scenario
+        self.seeds = np.arange(1000, 1000 + n_seeds)
+        self._run_agent = run_agent
+        n = len(self.seeds)
+        self.oracle = run_agent(make_agent("oracle", scenario, n_runs=n), scenario, self.seeds, level="token")
+        self.oracle_ms = self.oracle.per_token_latency_ms
+        self.baselines: dict[str, np.ndarray] = {}
+        best = run_best_fixed_k(scenario, self.seeds)
+        self.baselines["best-fixed-k"] = best.per_token_latency_ms
+        from specstop_gym.scenarios import stationary_reference
+
+        k_star = stationary_reference(scenario)[0]
+        for label, spec in ((f"static-k:k={k_star} (stationary k*)", f"static-k:k={k_star}"),
+                            (f"never stop (k = {scenario.max_draft})", f"static-k:k={scenario.max_draft}")):
+            run = run_agent(make_agent(spec, scenario, n_runs=n), scenario, self.seeds, level="token")
+            self.baselines[label] = run.per_token_latency_ms
+        rng = np.random.default_rng(12345)
+        self.baselines["random (stop w.p. 1/2)"] = self.policy_latency(
+            lambda obs: rng.integers(0, 2, len(obs)))[0]
+
+    def policy_latency(self, policy: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
+        """Per-seed per-token latency of a token-level policy, and its mean draft length."""
+        from agents.policy_agent import PolicyAgent
+
+        run = self._run_agent(PolicyAgent(self.scenario, policy, n_runs=len(self.seeds)), self.scenario, self.seeds,
+                              level="token")
+        return run.per_token_latency_ms, float(np.mean(run.columns["k"]))
+
+    def gap(self, latency: np.ndarray) -> dict[str, float]:
+        from specstop_gym.evaluation.metrics import confidence_interval
+
+        return confidence_interval((latency - self.oracle_ms) / self.oracle_ms * 100.0)
+
+
+def evaluate_point(ev: Evaluator, policy: Callable[[np.ndarray], np.ndarray], steps: int) -> dict[str, Any]:
+    lat, mean_k = ev.policy_latency(policy)
+    return {"steps": int(steps), "per_token_latency_ms": float(lat.mean()), "mean_k": mean_k,
+            "gap_to_oracle_pct": ev.gap(lat)}
+
+
+def train_sb3(algo: str, seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    cls = PPO if algo == "sb3-ppo" else DQN
+    env: Any = ENV_ID if not cfg.scenario else make_vec_env(ENV_ID, env_kwargs={"scenario": cfg.scenario})
+    model = cls("MlpPolicy", env, seed=seed, device="cpu")
+    curve: list[dict[str, Any]] = []
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(obs, deterministic=True)[0])
+
+    class EvalEvery(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.next = cfg.eval_every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next:
+                curve.append(evaluate_point(ev, policy, self.num_timesteps))
+                _progress(algo, seed, curve[-1])
+                self.next += cfg.eval_every
+            return True
+
+    model.learn(total_timesteps=cfg.timesteps, callback=EvalEvery())
+    if not curve or curve[-1]["steps"] != model.num_timesteps:
+        curve.append(evaluate_point(ev, policy, model.num_timesteps))
+        _progress(algo, seed, curve[-1])
+    return curve
+
+
+def train_loop(seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
+    from ppo_loop import PPOConfig, train
+
+    curve: list[dict[str, Any]] = []
+    state = {"next": cfg.eval_every, "last": None}
+
+    def callback(steps: int, agent: Any, _mean_return: float) -> None:
+        state["last"] = (steps, agent)
+        if steps >= state["next"]:
+            curve.append(evaluate_point(ev, agent.greedy, steps))
+            _progress("ppo-loop", seed, curve[-1])
+            state["next"] += cfg.eval_every
+
+    pcfg = PPOConfig(env_id=ENV_ID, env_kwargs={"scenario": cfg.scenario} if cfg.scenario else {},
+                     total_timesteps=cfg.timesteps, seed=seed)
+    agent = train(pcfg, callback)
+    steps = state["last"][0] if state["last"] else 0
+    if not curve or curve[-1]["steps"] != steps:
+        curve.append(evaluate_point(ev, agent.greedy, steps))
+        _progress("ppo-loop", seed, curve[-1])
+    return curve
+
+
+def _progress(algo: str, seed: int, point: dict[str, Any]) -> None:
+    g = point["gap_to_oracle_pct"]
+    print(f"  {algo} seed {seed} @ {point['steps']}: {point['per_token_latency_ms']:.2f} ms/token, "
+          f"gap {g['mean']:+.2f}% [{g['ci_low']:+.2f}, {g['ci_high']:+.2f}], mean k {point['mean_k']:.2f}",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(Config, __doc__ or "", argv, {"timesteps": 1, "eval_every": 1, "eval_seeds": 2,
+                                                     "torch_threads": 1, "seeds": 0})
+    bad = sorted(set(cfg.algos) - set(ALGOS))
+    if bad:
+        raise SystemExit(f"bench_rl_defaults.py: error: --algos: unknown {', '.join(bad)}; valid: {', '.join(ALGOS)}")
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    scenario = make_scenario_of_env(cfg.scenario)
+    ev = Evaluator(scenario, cfg.eval_seeds)
+    print(f"scenario {scenario.name} (gym.make({ENV_ID!r}{', scenario=' + repr(cfg.scenario) if cfg.scenario else ''})): "
+          f"oracle {ev.oracle_ms.mean():.2f} ms/token on {len(ev.seeds)} seeds", flush=True)
+    for label, lat in ev.baselines.items():
+        g = ev.gap(lat)
+        print(f"  {label}: {lat.mean():.2f} ms/token, gap {g['mean']:+.2f}%", flush=True)
+    results: dict[str, Any] = {
+        "scenario": scenario.name, "env": ENV_ID, "eval_seeds": ev.seeds.tolist(),
+        "oracle_ms": float(ev.oracle_ms.mean()),
+        "baselines": {k: {"per_token_latency_ms": float(v.mean()), "gap_to_oracle_pct": ev.gap(v)}
+                      for k, v in ev.baselines.items()},
+        "runs": [],
+    }
+    for algo in cfg.algos:
+        for seed in cfg.seeds:
+            t0 = time.perf_counter()
+            curve = train_loop(seed, cfg, ev) if algo == "ppo-loop" else train_sb3(algo, seed, cfg, ev)
+            wall = time.perf_counter() - t0
+            first = next((p["steps"] for p in curve if p["gap_to_oracle_pct"]["mean"] <= TARGET_GAP_PCT), None)
+            results["runs"].append({"algo": algo, "seed": seed, "wall_s": wall, "curve": curve,
+                                    "final": curve[-1], "first_within_target_steps": first})
+            if cfg.out:
+                Path(cfg.out).write_text(json.dumps(results, indent=1))
+    print(f"\n| algorithm | seed | steps | per-token latency (ms) | oracle (ms) | gap to oracle % | mean k | "
+          f"first within {TARGET_GAP_PCT:g}% at | train+eval s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        f = r["final"]
+        g = f["gap_to_oracle_pct"]
+        print(f"| {r['algo']} | {r['seed']} | {f['steps']} | {f['per_token_latency_ms']:.2f} | "
+              f"{results['oracle_ms']:.2f} | {g['mean']:+.2f} [{g['ci_low']:+.2f}, {g['ci_high']:+.2f}] | "
+              f"{f['mean_k']:.2f} | {r['first_within_target_steps'] or '-'} | {r['wall_s']:.0f} |")
+    return results
+
+
+if __name__ == "__main__":
+    main()
