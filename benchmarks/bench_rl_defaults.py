@@ -26,6 +26,7 @@ hour on one core. Usage::
     python benchmarks/bench_rl_defaults.py                                   # the table of docs/training.md
     python benchmarks/bench_rl_defaults.py --algos sb3-ppo --seeds 0 --timesteps 50000
     python benchmarks/bench_rl_defaults.py --scenario drift --algos sb3-ppo ppo-loop --out drift.json
+    python benchmarks/bench_rl_defaults.py --scenario drift --algos ppo-loop --zero_fields rtt_ewma_fast_s rtt_ewma_slow_s
 """
 
 from __future__ import annotations
@@ -67,31 +68,38 @@ class Config:
     """number of evaluation episodes (seeds 1000, 1001, ...)"""
     scenario: str = ""
     """scenario preset passed to gym.make (empty: the registered default)"""
+    zero_fields: list[str] = field(default_factory=list)
+    """ablation: observation fields (env.observation_fields names) set to 0 in training and evaluation"""
     torch_threads: int = 1
     """torch CPU threads"""
     out: str = ""
     """write the results as JSON to this file (empty: do not)"""
 
 
-def make_scenario_of_env(scenario: str) -> Any:
-    """The ScenarioConfig of ``gym.make(ENV_ID[, scenario=...])``: what the policies are trained on."""
+def make_scenario_of_env(scenario: str) -> tuple[Any, list[str]]:
+    """The ScenarioConfig of ``gym.make(ENV_ID[, scenario=...])`` (what the policies are trained on)
+    and its observation fields."""
     import gymnasium as gym
 
     import specstop_gym  # noqa: F401
 
     env = gym.make(ENV_ID, **({"scenario": scenario} if scenario else {}))
-    config = env.unwrapped.config
+    config, fields = env.unwrapped.config, list(env.unwrapped.observation_fields)
     env.close()
-    return config
+    return config, fields
 
 
 class Evaluator:
     """Evaluates policies on fixed seeds against the oracle and simple baselines (common random numbers)."""
 
-    def __init__(self, scenario: Any, n_seeds: int) -> None:
+    def __init__(self, scenario: Any, n_seeds: int, fields: list[str], zero_fields: list[str]) -> None:
         from agents.registry import make_agent
         from specstop_gym.evaluation.runner import run_agent, run_best_fixed_k
 
+        unknown = sorted(set(zero_fields) - set(fields))
+        if unknown:
+            _usage_error(f"--zero_fields: unknown {', '.join(unknown)}; valid: {', '.join(fields)}")
+        self.zero = [fields.index(f) for f in zero_fields]
         self.scenario = scenario
         self.seeds = np.arange(1000, 1000 + n_seeds)
         self._run_agent = run_agent
@@ -111,6 +119,24 @@ class Evaluator:
         rng = np.random.default_rng(12345)
         self.baselines["random (stop w.p. 1/2)"] = self.policy_latency(
             lambda obs: rng.integers(0, 2, len(obs)))[0]
+
+    def ablate(self, obs: np.ndarray) -> np.ndarray:
+        """The observation rows with the ``--zero_fields`` entries set to 0."""
+        if not self.zero:
+            return obs
+        obs = np.array(obs, dtype=np.float32, copy=True)
+        obs[..., self.zero] = 0.0
+        return obs
+
+    def zero_wrapper(self, env: Any) -> Any:
+        import gymnasium as gym
+
+        return gym.wrappers.TransformObservation(env, self.ablate, env.observation_space)
+
+    def zero_vector_wrapper(self, envs: Any) -> Any:
+        import gymnasium as gym
+
+        return gym.wrappers.vector.TransformObservation(envs, self.ablate, envs.observation_space)
 
     def policy_latency(self, policy: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
         """Per-seed per-token latency of a token-level policy, and its mean draft length."""
@@ -138,12 +164,15 @@ def train_sb3(algo: str, seed: int, cfg: Config, ev: Evaluator) -> list[dict[str
     from stable_baselines3.common.env_util import make_vec_env
 
     cls = PPO if algo == "sb3-ppo" else DQN
-    env: Any = ENV_ID if not cfg.scenario else make_vec_env(ENV_ID, env_kwargs={"scenario": cfg.scenario})
+    env: Any = ENV_ID
+    if cfg.scenario or ev.zero:
+        env = make_vec_env(ENV_ID, env_kwargs={"scenario": cfg.scenario} if cfg.scenario else None,
+                           wrapper_class=ev.zero_wrapper if ev.zero else None)
     model = cls("MlpPolicy", env, seed=seed, device="cpu")
     curve: list[dict[str, Any]] = []
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(obs, deterministic=True)[0])
+        return np.asarray(model.predict(ev.ablate(obs), deterministic=True)[0])
 
     class EvalEvery(BaseCallback):
         def __init__(self) -> None:
@@ -173,18 +202,23 @@ def train_loop(seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
     def callback(steps: int, agent: Any, _mean_return: float) -> None:
         state["last"] = (steps, agent)
         if steps >= state["next"]:
-            curve.append(evaluate_point(ev, agent.greedy, steps))
+            curve.append(evaluate_point(ev, lambda o: agent.greedy(ev.ablate(o)), steps))
             _progress("ppo-loop", seed, curve[-1])
             state["next"] += cfg.eval_every
 
     pcfg = PPOConfig(env_id=ENV_ID, env_kwargs={"scenario": cfg.scenario} if cfg.scenario else {},
                      total_timesteps=cfg.timesteps, seed=seed)
-    agent = train(pcfg, callback)
+    agent = train(pcfg, callback, wrap=ev.zero_vector_wrapper if ev.zero else None)
     steps = state["last"][0] if state["last"] else 0
     if not curve or curve[-1]["steps"] != steps:
-        curve.append(evaluate_point(ev, agent.greedy, steps))
+        curve.append(evaluate_point(ev, lambda o: agent.greedy(ev.ablate(o)), steps))
         _progress("ppo-loop", seed, curve[-1])
     return curve
+
+
+def _usage_error(message: str) -> None:
+    print(f"bench_rl_defaults.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _progress(algo: str, seed: int, point: dict[str, Any]) -> None:
@@ -199,19 +233,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                      "torch_threads": 1, "seeds": 0})
     bad = sorted(set(cfg.algos) - set(ALGOS))
     if bad:
-        raise SystemExit(f"bench_rl_defaults.py: error: --algos: unknown {', '.join(bad)}; valid: {', '.join(ALGOS)}")
+        _usage_error(f"--algos: unknown {', '.join(bad)}; valid: {', '.join(ALGOS)}")
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
-    scenario = make_scenario_of_env(cfg.scenario)
-    ev = Evaluator(scenario, cfg.eval_seeds)
+    scenario, fields = make_scenario_of_env(cfg.scenario)
+    ev = Evaluator(scenario, cfg.eval_seeds, fields, cfg.zero_fields)
     print(f"scenario {scenario.name} (gym.make({ENV_ID!r}{', scenario=' + repr(cfg.scenario) if cfg.scenario else ''})): "
           f"oracle {ev.oracle_ms.mean():.2f} ms/token on {len(ev.seeds)} seeds", flush=True)
     for label, lat in ev.baselines.items():
         g = ev.gap(lat)
         print(f"  {label}: {lat.mean():.2f} ms/token, gap {g['mean']:+.2f}%", flush=True)
     results: dict[str, Any] = {
-        "scenario": scenario.name, "env": ENV_ID, "eval_seeds": ev.seeds.tolist(),
+        "scenario": scenario.name, "env": ENV_ID, "eval_seeds": ev.seeds.tolist(), "zero_fields": cfg.zero_fields,
         "oracle_ms": float(ev.oracle_ms.mean()),
         "baselines": {k: {"per_token_latency_ms": float(v.mean()), "gap_to_oracle_pct": ev.gap(v)}
                       for k, v in ev.baselines.items()},

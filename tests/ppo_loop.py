@@ -80,11 +80,13 @@ class ActorCritic(nn.Module):
         return self.actor(torch.as_tensor(np.asarray(obs, np.float32))).argmax(-1).numpy()
 
 
-def train(cfg: PPOConfig, callback: Any = None) -> ActorCritic:
+def train(cfg: PPOConfig, callback: Any = None, wrap: Any = None) -> ActorCritic:
     """Train and return the actor-critic; ``callback(steps, agent, mean return of the last 20
-    episodes)`` after each update, if given."""
+    episodes)`` after each update, if given; ``wrap(envs)``: a vector wrapper to apply (ablations)."""
     torch.manual_seed(cfg.seed)
     envs = gym.make_vec(cfg.env_id, num_envs=cfg.num_envs, **cfg.env_kwargs)
+    if wrap is not None:
+        envs = wrap(envs)
     n_obs = int(np.prod(envs.single_observation_space.shape))
     agent = ActorCritic(n_obs, int(envs.single_action_space.n))
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
