@@ -118,14 +118,14 @@ def test_latency_reward_is_still_available() -> None:
     assert total == pytest.approx(-info["episode_time_ms"] / 1000.0, rel=1e-12)
 
 
-def _discounted_positional_policy(cfg, mean_rtt: float, gamma: float, mode: str) -> int:
-    """First stop position of the gamma-discounted optimal token-level policy of a stationary channel of
-    mean rtt ``mean_rtt`` (value iteration over the draft position; rewards as the environment gives
-    them, in expectation; the reference is the local rate)."""
+def discounted_positional_policy(cfg, mean_rtt: float, gamma: float, mode: str, reference: str = "local") -> int:
+    """First stop position of the gamma-discounted optimal token-level policy when the channel's mean
+    rtt stays ``mean_rtt`` (value iteration over the draft position; the rewards the environment
+    gives, in expectation; ``reference``: the local rate or the stationary one of the preset)."""
     survival = build_acceptance(cfg).survival(cfg.max_draft)
     k = cfg.max_draft
-    ref = _local_rate(cfg, mean_rtt)
     scale = stationary_reference(cfg)[1]
+    ref = _local_rate(cfg, mean_rtt) if reference == "local" else scale
     pos = np.arange(1, k + 1)
     stop_ms = pos * cfg.marginal_cost_ms + mean_rtt + cfg.verify_base_ms - (pos - 1) * cfg.draft_ms
     credit = (1 + np.cumsum(survival)) * ref if mode == "token_credit" else 0.0
@@ -144,19 +144,26 @@ def _discounted_positional_policy(cfg, mean_rtt: float, gamma: float, mode: str)
     return next(i + 1 for i in range(k) if i == k - 1 or stop[i] + gamma * v[0] >= draft + gamma * v[i + 1])
 
 
-@pytest.mark.parametrize("scenario,mean_rtt", [("qwen-geometric", 150.0), ("llama-heavy-head", 150.0),
-                                               ("drift", 40.0), ("drift", 400.0), ("markov-csi", 30.0),
-                                               ("markov-csi", 300.0)])
-def test_the_discounted_optimum_of_the_registered_reward_is_the_oracle_k(scenario: str, mean_rtt: float) -> None:
+# (preset, mean rtt of a regime, stop position of the discounted optimum with the stationary reference)
+REGIMES = [("qwen-geometric", 150.0, 2), ("llama-heavy-head", 150.0, 2), ("drift", 40.0, 1), ("drift", 400.0, 12),
+           ("markov-csi", 30.0, 1), ("markov-csi", 300.0, 12)]
+
+
+@pytest.mark.parametrize("scenario,mean_rtt,stationary_k", REGIMES)
+def test_the_discounted_optimum_of_the_registered_reward_is_the_oracle_k(scenario: str, mean_rtt: float,
+                                                                        stationary_k: int) -> None:
     """docs/training.md: with the local reference every round's expected reward is <= 0, = 0 exactly
     for k*, so gamma = 0.99 (SB3's, CleanRL's default) does not move the optimum; with the latency
-    reward the discounted optimum drafts to max_draft (what PPO learned before issue 12)."""
+    reward the discounted optimum drafts to max_draft (what PPO learned before issue 12); with the
+    stationary reference in a lasting regime slower than the long-run mean, too (every round loses,
+    so spreading a round over more steps pays)."""
     cfg = make_scenario(scenario)
     survival = build_acceptance(cfg).survival(cfg.max_draft)
     k_star = optimal_k_for_costs(survival, cfg.marginal_cost_ms, mean_rtt + cfg.verify_base_ms)[0]
     for gamma in (0.99, 0.999):
-        assert _discounted_positional_policy(cfg, mean_rtt, gamma, "token_credit") == k_star
-        assert _discounted_positional_policy(cfg, mean_rtt, gamma, "latency") == cfg.max_draft
+        assert discounted_positional_policy(cfg, mean_rtt, gamma, "token_credit") == k_star
+        assert discounted_positional_policy(cfg, mean_rtt, gamma, "latency") == cfg.max_draft
+        assert discounted_positional_policy(cfg, mean_rtt, gamma, "token_credit", "stationary") == stationary_k
 
 
 # ------------------------------------------------------------------------- the observation
