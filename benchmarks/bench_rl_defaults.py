@@ -27,6 +27,7 @@ hour on one core. Usage::
     python benchmarks/bench_rl_defaults.py --algos sb3-ppo --seeds 0 --timesteps 50000
     python benchmarks/bench_rl_defaults.py --scenario drift --algos sb3-ppo ppo-loop --out drift.json
     python benchmarks/bench_rl_defaults.py --scenario drift --algos ppo-loop --zero_fields rtt_ewma_fast_s rtt_ewma_slow_s
+    python benchmarks/bench_rl_defaults.py --report drift.json                # reprint the tables
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Config:
     """torch CPU threads"""
     out: str = ""
     """write the results as JSON to this file (empty: do not)"""
+    report: list[str] = field(default_factory=list)
+    """only print the tables of these result files (written by --out) and exit"""
 
 
 def make_scenario_of_env(scenario: str) -> tuple[Any, list[str]]:
@@ -146,16 +149,19 @@ class Evaluator:
                               level="token")
         return run.per_token_latency_ms, float(np.mean(run.columns["k"]))
 
-    def gap(self, latency: np.ndarray) -> dict[str, float]:
+    def gap(self, latency: np.ndarray, reference: str = "oracle") -> dict[str, float]:
+        """Per-seed gap (%) to the oracle or to a baseline, mean and 95% interval over the seeds."""
         from specstop_gym.evaluation.metrics import confidence_interval
 
-        return confidence_interval((latency - self.oracle_ms) / self.oracle_ms * 100.0)
+        ref = self.oracle_ms if reference == "oracle" else self.baselines[reference]
+        return confidence_interval((latency - ref) / ref * 100.0)
 
 
 def evaluate_point(ev: Evaluator, policy: Callable[[np.ndarray], np.ndarray], steps: int) -> dict[str, Any]:
     lat, mean_k = ev.policy_latency(policy)
     return {"steps": int(steps), "per_token_latency_ms": float(lat.mean()), "mean_k": mean_k,
-            "gap_to_oracle_pct": ev.gap(lat)}
+            "gap_to_oracle_pct": ev.gap(lat), "gap_to_best_fixed_k_pct": ev.gap(lat, "best-fixed-k"),
+            "per_seed_ms": lat.tolist()}
 
 
 def train_sb3(algo: str, seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
@@ -231,6 +237,13 @@ def _progress(algo: str, seed: int, point: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(Config, __doc__ or "", argv, {"timesteps": 1, "eval_every": 1, "eval_seeds": 2,
                                                      "torch_threads": 1, "seeds": 0})
+    if cfg.report:
+        for path in cfg.report:
+            try:
+                print_table(json.loads(Path(path).read_text()))
+            except (OSError, ValueError, KeyError) as e:
+                _usage_error(f"--report {path}: not a results file of this script ({e})")
+        return {}
     bad = sorted(set(cfg.algos) - set(ALGOS))
     if bad:
         _usage_error(f"--algos: unknown {', '.join(bad)}; valid: {', '.join(ALGOS)}")
@@ -261,16 +274,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     "final": curve[-1], "first_within_target_steps": first})
             if cfg.out:
                 Path(cfg.out).write_text(json.dumps(results, indent=1))
-    print(f"\n| algorithm | seed | steps | per-token latency (ms) | oracle (ms) | gap to oracle % | mean k | "
-          f"first within {TARGET_GAP_PCT:g}% at | train+eval s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print_table(results)
+    return results
+
+
+def _ci(g: dict[str, float] | None) -> str:
+    return "-" if g is None else f"{g['mean']:+.2f} [{g['ci_low']:+.2f}, {g['ci_high']:+.2f}]"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The markdown table of docs/training.md from a results dict (``--report FILE`` reprints it)."""
+    print(f"\n{results['scenario']} ({results['env']}), oracle {results['oracle_ms']:.2f} ms/token on "
+          f"{len(results['eval_seeds'])} evaluation seeds" +
+          (f"; zeroed: {', '.join(results['zero_fields'])}" if results.get("zero_fields") else ""))
+    print(f"\n| algorithm | seed | steps | per-token latency (ms) | oracle (ms) | gap to oracle % | "
+          f"gap to best-fixed-k % | mean k | first within {TARGET_GAP_PCT:g}% at | train+eval s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         f = r["final"]
-        g = f["gap_to_oracle_pct"]
         print(f"| {r['algo']} | {r['seed']} | {f['steps']} | {f['per_token_latency_ms']:.2f} | "
-              f"{results['oracle_ms']:.2f} | {g['mean']:+.2f} [{g['ci_low']:+.2f}, {g['ci_high']:+.2f}] | "
+              f"{results['oracle_ms']:.2f} | {_ci(f['gap_to_oracle_pct'])} | {_ci(f.get('gap_to_best_fixed_k_pct'))} | "
               f"{f['mean_k']:.2f} | {r['first_within_target_steps'] or '-'} | {r['wall_s']:.0f} |")
-    return results
+    print("\n| baseline | per-token latency (ms) | gap to oracle % |\n|---|---|---|")
+    for label, b in results["baselines"].items():
+        print(f"| {label} | {b['per_token_latency_ms']:.2f} | {_ci(b['gap_to_oracle_pct'])} |")
 
 
 if __name__ == "__main__":
