@@ -28,6 +28,7 @@ hour on one core. Usage::
     python benchmarks/bench_rl_defaults.py --scenario drift --algos sb3-ppo ppo-loop --out drift.json
     python benchmarks/bench_rl_defaults.py --scenario drift --algos ppo-loop --zero_fields rtt_ewma_fast_s rtt_ewma_slow_s
     python benchmarks/bench_rl_defaults.py --report drift.json                # reprint the tables
+    python benchmarks/bench_rl_defaults.py --rescore drift.json               # against today's oracle
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class Config:
     """evaluate the policy every N steps (and at the end)"""
     eval_seeds: int = 20
     """number of evaluation episodes (seeds 1000, 1001, ...)"""
-    scenario: str = ""
-    """scenario preset passed to gym.make (empty: the registered default)"""
+    scenario: str = "qwen-geometric"
+    """scenario preset; the registered default (qwen-geometric) trains on gym.make("SpecStop-v0") with no
+    arguments (SB3 from the bare string id), any other on gym.make("SpecStop-v0", scenario=...)"""
     zero_fields: list[str] = field(default_factory=list)
     """ablation: observation fields (env.observation_fields names) set to 0 in training and evaluation"""
     torch_threads: int = 1
@@ -77,6 +79,9 @@ class Config:
     """write the results as JSON to this file (empty: do not)"""
     report: list[str] = field(default_factory=list)
     """only print the tables of these result files (written by --out) and exit"""
+    rescore: list[str] = field(default_factory=list)
+    """re-run the oracle and the baselines of these result files with the current code, recompute the
+    gaps of the saved per-seed latencies (same episodes: common random numbers), write FILE.rescored.json"""
 
 
 def make_scenario_of_env(scenario: str) -> tuple[Any, list[str]]:
@@ -171,8 +176,8 @@ def train_sb3(algo: str, seed: int, cfg: Config, ev: Evaluator) -> list[dict[str
 
     cls = PPO if algo == "sb3-ppo" else DQN
     env: Any = ENV_ID
-    if cfg.scenario or ev.zero:
-        env = make_vec_env(ENV_ID, env_kwargs={"scenario": cfg.scenario} if cfg.scenario else None,
+    if _kwargs(cfg.scenario) or ev.zero:
+        env = make_vec_env(ENV_ID, env_kwargs=_kwargs(cfg.scenario) or None,
                            wrapper_class=ev.zero_wrapper if ev.zero else None)
     model = cls("MlpPolicy", env, seed=seed, device="cpu")
     curve: list[dict[str, Any]] = []
@@ -212,7 +217,7 @@ def train_loop(seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
             _progress("ppo-loop", seed, curve[-1])
             state["next"] += cfg.eval_every
 
-    pcfg = PPOConfig(env_id=ENV_ID, env_kwargs={"scenario": cfg.scenario} if cfg.scenario else {},
+    pcfg = PPOConfig(env_id=ENV_ID, env_kwargs=_kwargs(cfg.scenario),
                      total_timesteps=cfg.timesteps, seed=seed)
     agent = train(pcfg, callback, wrap=ev.zero_vector_wrapper if ev.zero else None)
     steps = state["last"][0] if state["last"] else 0
@@ -220,6 +225,38 @@ def train_loop(seed: int, cfg: Config, ev: Evaluator) -> list[dict[str, Any]]:
         curve.append(evaluate_point(ev, lambda o: agent.greedy(ev.ablate(o)), steps))
         _progress("ppo-loop", seed, curve[-1])
     return curve
+
+
+def rescore(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with the oracle, the baselines and every gap recomputed by the current code on the
+    same evaluation episodes, from the per-seed latencies the runs saved (a run point without them is
+    dropped; the episodes are those of the seeds, so the policies need not be retrained)."""
+    scenario, fields = make_scenario_of_env(_kwargs(results["scenario"]).get("scenario", ""))
+    seeds = results["eval_seeds"]
+    ev = Evaluator(scenario, len(seeds), fields, [])
+    if ev.seeds.tolist() != seeds:
+        _usage_error(f"evaluation seeds {seeds[0]}.. are not this script's (1000, 1001, ...)")
+    out = {**results, "oracle_ms": float(ev.oracle_ms.mean()), "rescored": True,
+           "baselines": {k: {"per_token_latency_ms": float(v.mean()), "gap_to_oracle_pct": ev.gap(v)}
+                         for k, v in ev.baselines.items()}, "runs": []}
+    for run in results["runs"]:
+        curve = []
+        for p in run["curve"]:
+            if "per_seed_ms" not in p:
+                continue
+            lat = np.asarray(p["per_seed_ms"])
+            curve.append({**p, "gap_to_oracle_pct": ev.gap(lat), "gap_to_best_fixed_k_pct": ev.gap(lat, "best-fixed-k")})
+        if curve:
+            first = next((p["steps"] for p in curve if p["gap_to_oracle_pct"]["mean"] <= TARGET_GAP_PCT), None)
+            out["runs"].append({**run, "curve": curve, "final": curve[-1], "first_within_target_steps": first})
+    return out
+
+
+def _kwargs(scenario: str) -> dict[str, str]:
+    """gym.make's keyword arguments for a preset: none for the registered default."""
+    from specstop_gym.scenarios import DEFAULT_SCENARIO
+
+    return {} if scenario == DEFAULT_SCENARIO else {"scenario": scenario}
 
 
 def _usage_error(message: str) -> None:
@@ -237,6 +274,18 @@ def _progress(algo: str, seed: int, point: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(Config, __doc__ or "", argv, {"timesteps": 1, "eval_every": 1, "eval_seeds": 2,
                                                      "torch_threads": 1, "seeds": 0})
+    if cfg.rescore:
+        for path in cfg.rescore:
+            try:
+                old = json.loads(Path(path).read_text())
+            except (OSError, ValueError) as e:
+                _usage_error(f"--rescore {path}: not a results file of this script ({e})")
+            new = rescore(old)
+            out = Path(path).with_suffix(".rescored.json")
+            out.write_text(json.dumps(new, indent=1))
+            print_table(new)
+            print(f"-> {out}")
+        return {}
     if cfg.report:
         for path in cfg.report:
             try:
@@ -250,9 +299,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
-    scenario, fields = make_scenario_of_env(cfg.scenario)
+    scenario, fields = make_scenario_of_env(_kwargs(cfg.scenario).get("scenario", ""))
     ev = Evaluator(scenario, cfg.eval_seeds, fields, cfg.zero_fields)
-    print(f"scenario {scenario.name} (gym.make({ENV_ID!r}{', scenario=' + repr(cfg.scenario) if cfg.scenario else ''})): "
+    extra = "".join(f", {k}={v!r}" for k, v in _kwargs(cfg.scenario).items())
+    print(f"scenario {scenario.name} (gym.make({ENV_ID!r}{extra})): "
           f"oracle {ev.oracle_ms.mean():.2f} ms/token on {len(ev.seeds)} seeds", flush=True)
     for label, lat in ev.baselines.items():
         g = ev.gap(lat)
