@@ -362,3 +362,27 @@ SHORT_PPO_STEPS = 20_480
 learning rate (2e-3) and GAE lambda 0.8 than CleanRL's defaults, so that it learns in seconds
 (it reached the oracle's k* within 10k steps for training seeds 0-7 when this was written;
 benchmarks/bench_rl_defaults.py trains 300k steps with the defaults)."""
+
+
+# ------------------------------------------------------------------------- PolicyAgent
+def test_policy_agent_plays_a_policy_function_like_the_equivalent_agent() -> None:
+    """A policy function through PolicyAgent gives exactly the episodes of the agent it imitates
+    (common random numbers): 'stop at position 2' and 'k = 3' are static-k."""
+    from agents.policy_agent import PolicyAgent
+    from agents.registry import make_agent
+    from specstop_gym.evaluation import run_agent
+
+    scenario = make_scenario("qwen-geometric", n_tokens=40)
+    seeds = [5, 6, 7]
+    fields = gym.make("SpecStop-v0", n_tokens=40).unwrapped.observation_fields
+    pos2 = fields.index("position_2")
+    stop_at_2 = PolicyAgent(scenario, lambda o: (o[:, pos2] == 1).astype(np.int64), n_runs=3)
+    three = PolicyAgent(scenario, lambda o: np.full(len(o), 2), level="round", n_runs=3)
+    for agent, k, level in ((stop_at_2, 2, "token"), (three, 3, "round"), (three, 3, "token")):
+        got = run_agent(agent, scenario, seeds, level=level)
+        ref = run_agent(make_agent(f"static-k:k={k}", scenario, n_runs=3), scenario, seeds, level=level)
+        np.testing.assert_array_equal(got.per_token_latency_ms, ref.per_token_latency_ms)
+        assert (got.columns["k"] == k).all()
+    bad = PolicyAgent(scenario, lambda o: np.full(len(o), 7), n_runs=3)
+    with pytest.raises(ValueError, match="expected one integer action in 0..1"):
+        run_agent(bad, scenario, seeds, level="token")
