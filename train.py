@@ -78,7 +78,7 @@ class TrainConfig:
     scenario: str = field(default="qwen-geometric", metadata={"metavar": "NAME"})
     """scenario preset (specstop_gym.scenario_names())"""
     set: list[str] = field(default_factory=list)
-    """override a scenario field, field=value (repeatable; numbers, lists, true/false/none, else strings); train.py sets the training reward (reward_mode, time_scale_ms=100) per algorithm and level unless overridden (docs/training.md)"""
+    """override a scenario field, field=value (repeatable; numbers, lists, true/false/none, else strings); the reward is the environment's registered default unless overridden, e.g. --set reward_mode=latency (docs/training.md)"""
     n_envs: int = field(default=16, metadata={"metavar": "N"})
     """parallel environments (rows of one native vector env)"""
     seed: int = field(default=0, metadata={"metavar": "SEED"})
@@ -343,7 +343,6 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     from specstop_gym.scenarios import build_simulator, make_scenario, scenario_names
     from specstop_gym.training.hyperparams import (
         ENV_IDS,
-        TRAINING_SCENARIO_DEFAULTS,
         HyperparamError,
         canonical_algorithm,
         check_algorithm_spaces,
@@ -379,7 +378,7 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     if saved is not None:
         overrides = dict(_tuples_in(saved["scenario_overrides"]))
     else:
-        overrides = {**TRAINING_SCENARIO_DEFAULTS[(algo, config.level)], **parse_scenario_overrides(config.set)}
+        overrides = parse_scenario_overrides(config.set)  # the environment's registered defaults otherwise
     try:
         scenario = make_scenario(config.scenario, **overrides)
         build_simulator(scenario, 1)  # loads trace files, if any

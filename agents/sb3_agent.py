@@ -300,6 +300,7 @@ class SB3Agent(Agent):
         self._check_spaces(scenario)
         self._obs_fields = fields
         self._conf_idx = fields.index("confidence")
+        self._hot = fields.index("position_1")  # the one-hot draft position: position_1..position_K
         self._recurrent = self.algorithm == "RecurrentPPO"
         self._masked = self.algorithm == "MaskablePPO"
         self.reset()
@@ -359,7 +360,7 @@ class SB3Agent(Agent):
             raise ValueError("a token-level model on a scenario with a confidence signal can only be evaluated at "
                              "the token level (evaluate.py --level token): its decisions depend on the "
                              "confidence of each drafted token")
-        # replay the token decisions of a round: only position_frac changes within a round
+        # replay the token decisions of a round: only the position changes within a round
         k = np.full(len(ctx.rows), self.max_draft, np.int64)
         pending = np.arange(len(ctx.rows))
         for pos in range(1, self.max_draft + 1):
@@ -368,6 +369,8 @@ class SB3Agent(Agent):
             o = obs[pending].copy()
             o[:, 0] = pos / self.max_draft
             o[:, self._conf_idx] = 0.0
+            o[:, self._hot:self._hot + self.max_draft] = 0.0
+            o[:, self._hot + pos - 1] = 1.0
             masks = None
             if self._masked:
                 masks = np.ones((len(pending), 2), bool)
@@ -384,6 +387,7 @@ class SB3Agent(Agent):
                 obs = self._observation(ctx)[first].copy()
                 obs[:, 0] = 0.0  # the round-level view: decided before drafting
                 obs[:, self._conf_idx] = 0.0
+                obs[:, self._hot:self._hot + self.max_draft] = 0.0
                 masks = np.ones((int(first.sum()), self.max_draft), bool) if self._masked else None
                 self._planned[ctx.rows[first]] = self._predict(obs, ctx.rows[first], masks) + 1
             return np.asarray(ctx.position) >= self._planned[ctx.rows]

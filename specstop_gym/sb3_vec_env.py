@@ -90,7 +90,11 @@ class SB3VecEnvAdapter(VecEnv):
       share one configuration); ``set_attr`` sets it for all rows (a subset raises).
     * ``env_is_wrapped`` is False for every row (rows are not ``gym.Env`` objects:
       use :class:`~stable_baselines3.common.vec_env.VecMonitor` for episode statistics).
-    * ``render`` / ``get_images`` are not supported and raise ``NotImplementedError``.
+    * ``get_images`` returns one frame per row when the vector env was built with
+      ``render_mode="rgb_array"`` (``make_sb3_vec_env(..., render_mode="rgb_array")``), so
+      SB3's ``render()`` tiles them and ``VecVideoRecorder`` records them; without a render
+      mode ``render()`` warns and returns None (SB3's behaviour) and ``get_images`` raises
+      ``NotImplementedError`` naming the fix.
     """
 
     def __init__(self, venv: VectorEnv) -> None:
@@ -104,7 +108,8 @@ class SB3VecEnvAdapter(VecEnv):
         self.venv = venv
         self._actions: np.ndarray | None = None
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
-        self.metadata = {"render_modes": [], "autoreset_mode": mode}
+        self.metadata = {"render_modes": list(venv.metadata.get("render_modes", [])),
+                         "render_fps": venv.metadata.get("render_fps"), "autoreset_mode": mode}
 
     # --------------------------------------------------------------- stepping
     def reset(self) -> VecEnvObs:
@@ -164,7 +169,8 @@ class SB3VecEnvAdapter(VecEnv):
                    **method_kwargs: Any) -> list[Any]:
         idx = list(self._get_indices(indices))
         if method_name in ("render", "get_images"):
-            self.render()
+            frames = self.get_images()
+            return [frames[i] for i in idx]
         if method_name in ROW_METHODS and hasattr(self.venv, method_name):
             batch = getattr(self.venv, method_name)(*method_args, **method_kwargs)
             return [batch[i] for i in idx]
@@ -178,11 +184,10 @@ class SB3VecEnvAdapter(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        raise NotImplementedError("SB3VecEnvAdapter does not render (the native vector envs have no render mode)")
-
-    def render(self, mode: str | None = None) -> np.ndarray | None:
-        raise NotImplementedError("SB3VecEnvAdapter does not render (the native vector envs have no render mode); "
-                                  "use a single environment with render_mode='ansi'")
+        if getattr(self.venv, "render_mode", None) != "rgb_array":
+            raise NotImplementedError("SB3VecEnvAdapter renders only a vector env built with render_mode='rgb_array' "
+                                      "(make_sb3_vec_env(..., render_mode='rgb_array'))")
+        return list(self.venv.render())
 
     def action_masks(self) -> np.ndarray:
         """Valid actions of all rows, shape (num_envs, n_actions)."""
@@ -208,7 +213,7 @@ def make_sb3_vec_env(env_id: str, n_envs: int, seed: int | None = None, scenario
     the first reset), so they produce the same trajectories for the same actions.
     ``monitor=True`` adds episode statistics (``VecMonitor`` over the adapter, ``Monitor``
     around each single env), which SB3 logs as ``rollout/ep_rew_mean``. ``overrides`` are
-    scenario fields (``n_tokens=64``, ``delay_ms=300``, ...) and ``max_episode_steps``.
+    scenario fields (``n_tokens=64``, ``delay_ms=300``, ...), ``max_episode_steps`` and ``render_mode``.
     """
     if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
         raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")

@@ -392,16 +392,18 @@ def test_common_random_numbers_two_policies_see_the_same_round_draws() -> None:
 def _reference_observation(sim: Simulator, token_level: bool) -> np.ndarray:
     """The observation layout of the docs, computed from the state arrays (no buffer)."""
     b, k, m = sim.batch_size, sim.max_draft, sim.n_states
-    obs = np.zeros((b, 4 + m + k), np.float32)
+    obs = np.zeros((b, 6 + m + 2 * k), np.float32)
     if token_level:
         obs[:, 0] = sim.position / k
+        obs[np.arange(b), 5 + m + k + sim.position] = 1.0  # one-hot position
         if sim.has_signal:
             obs[:, 2 + m] = sim.q[np.arange(b), sim.position - 1]
     obs[:, 1] = sim.last_rtt_ms / RTT_OBS_SCALE_MS
     if sim.config.csi_observable:
         obs[np.arange(b), 2 + sim.csi] = 1.0
     obs[:, 3 + m:3 + m + k] = (sim.acc + 1.0) / (sim.risk + 2.0)
-    obs[:, -1] = sim.tokens_left / sim.config.n_tokens
+    obs[:, 3 + m + k] = sim.tokens_left / sim.config.n_tokens
+    obs[:, 4 + m + k:6 + m + k] = sim.rtt_ewma_ms / RTT_OBS_SCALE_MS  # the recursion itself: tests/test_rl.py
     return obs
 
 
@@ -534,7 +536,11 @@ be bit-identical; elsewhere libm/SIMD differences of an ulp are tolerated (rtol 
 # Recorded after normal draws moved from Box-Muller to inversion (numba kernels; the commit that
 # introduced them also matched the earlier pins bit for bit): per case 30 steps with actions
 # from default_rng(0), reset(seed=2024), a reset() on termination: the rewards (float.hex), the
-# finished rounds (k, accepted, tokens) and the last observation.
+# finished rounds (k, accepted, tokens) and the last observation. The rewards are the latency
+# reward in seconds (reward_mode="latency", time_scale_ms=1000, the registered default until the
+# token-credit default of issue 12); the observation entries after tokens_left_frac (the two rtt
+# averages, the one-hot position) were appended then, the earlier entries and the rewards staying
+# bit-identical.
 PINNED = {
     ('SpecStop-v0', 'qwen-geometric', 24): (
         ['-0x1.03347a86d6093p-2', '-0x1.4b6cfaa0c979ap-3', '-0x1.c938ac57d215ep-3', '-0x1.47ae147ae147bp-6',
@@ -550,7 +556,9 @@ PINNED = {
          (2, 0, 1), (1, 1, 2)],
         ['0x1.0000000000000p-3', '0x1.ab6b580000000p-4', '0x0.0p+0', '0x0.0p+0', '0x1.3333340000000p-1',
          '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
-         '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.9555560000000p-1']),
+         '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.9555560000000p-1',
+         '0x1.2193a60000000p-3', '0x1.2a48160000000p-3',
+         '0x1.0000000000000p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0']),
     ('SpecStop-v0', 'qwen-latent-signal', 24): (
         ['-0x1.03347a86d6093p-2', '-0x1.4b6cfaa0c979ap-3', '-0x1.c938ac57d215ep-3', '-0x1.47ae147ae147bp-6',
          '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6',
@@ -566,7 +574,9 @@ PINNED = {
         ['0x1.0000000000000p-3', '0x1.4579080000000p-3', '0x0.0p+0', '0x1.754d680000000p-1',
          '0x1.8000000000000p-1', '0x1.99999a0000000p-2', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
          '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
-         '0x1.0000000000000p-1']),
+         '0x1.0000000000000p-1',
+         '0x1.38e7c80000000p-3', '0x1.2b49960000000p-3',
+         '0x1.0000000000000p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0']),
     ('SpecStopRound-v0', 'markov-csi', 24): (
         ['-0x1.0f1af306907c9p-2', '-0x1.a777c101c1692p-3', '-0x1.74ef8d4d9c355p-3', '-0x1.0994a3410ca46p-3',
          '-0x1.19029b4c0f039p-3', '-0x1.0bb34943aae50p-4', '-0x1.1471a91b6ae27p-4', '-0x1.0e38ea61ba167p-4',
@@ -584,7 +594,9 @@ PINNED = {
          '0x1.5555560000000p-1', '0x1.5555560000000p-1', '0x1.5555560000000p-1', '0x1.5555560000000p-1',
          '0x1.5555560000000p-2', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
          '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
-         '0x1.9555560000000p-1']),
+         '0x1.9555560000000p-1',
+         '0x1.8e031a0000000p-6', '0x1.880cd60000000p-6',
+         '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0']),
     ('SpecStopRound-v0', 'drift', 24): (
         ['-0x1.1a543ec0e19dcp-2', '-0x1.b686033ccf6f0p-3', '-0x1.8ede2ec8e77f4p-3', '-0x1.17aedf000ec25p-3',
          '-0x1.174cbbca834f6p-3', '-0x1.2f7f9a87f2d10p-4', '-0x1.2e71debe30b33p-4', '-0x1.49bc6b85afaedp-4',
@@ -601,7 +613,9 @@ PINNED = {
         ['0x0.0p+0', '0x1.31a2d20000000p-5', '0x0.0p+0', '0x0.0p+0', '0x1.7000000000000p-1',
          '0x1.6db6dc0000000p-1', '0x1.6000000000000p-1', '0x1.8000000000000p-1', '0x1.5555560000000p-1',
          '0x1.24924a0000000p-1', '0x1.99999a0000000p-1', '0x1.3333340000000p-1', '0x1.8000000000000p-1',
-         '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.2aaaaa0000000p-1']),
+         '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.2aaaaa0000000p-1',
+         '0x1.4d6db00000000p-5', '0x1.85a2360000000p-5',
+         '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0']),
     ('SpecStop-v0', 'trace-cellular', 24): (
         ['-0x1.224f6598e10cfp-3', '-0x1.1d41fa7653437p-3', '-0x1.134f82f512663p-3', '-0x1.47ae147ae147bp-6',
          '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6', '-0x1.47ae147ae147bp-6',
@@ -617,7 +631,9 @@ PINNED = {
         ['0x1.0000000000000p-3', '0x1.b13be20000000p-4', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0',
          '0x1.3333340000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
          '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1', '0x1.0000000000000p-1',
-         '0x1.9555560000000p-1']),
+         '0x1.9555560000000p-1',
+         '0x1.d59f3c0000000p-4', '0x1.def0940000000p-4',
+         '0x1.0000000000000p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0', '0x0.0p+0']),
 }
 
 
@@ -625,7 +641,7 @@ PINNED = {
 def test_pinned_trajectories_are_unchanged(case: tuple[str, str, int]) -> None:
     env_id, scenario, n_tokens = case
     rewards_hex, rounds, obs_hex = PINNED[case]
-    env = gym.make(env_id, scenario=scenario, n_tokens=n_tokens)
+    env = gym.make(env_id, scenario=scenario, n_tokens=n_tokens, reward_mode="latency", time_scale_ms=1000.0)
     actions = np.random.default_rng(0)
     obs, _ = env.reset(seed=2024)
     rewards, got_rounds = [], []

@@ -72,11 +72,11 @@ def test_reset_with_the_same_seed_replays_the_episode() -> None:
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_return_is_minus_the_latency_and_final_info_is_consistent(env_id: str) -> None:
-    env = gym.make(env_id, scenario="llama-heavy-head", n_tokens=64)
+    env = gym.make(env_id, scenario="llama-heavy-head", n_tokens=64, reward_mode="latency")
     traj = _rollout(env, seed=0, action_seed=2)
     total = sum(s[1] for s in traj[1:])
     info = traj[-1][3]
-    scale = env.unwrapped.config.time_scale_ms
+    scale = env.unwrapped.reward_model.scale
     assert total == pytest.approx(-info["episode_time_ms"] / scale, rel=1e-9)
     assert info["episode_tokens"] == 64
     assert info["per_token_latency_ms"] == pytest.approx(info["episode_time_ms"] / info["episode_tokens"])
@@ -93,7 +93,7 @@ def test_token_credit_rewards_credit_tokens_at_the_reference_rate() -> None:
     ref = env.unwrapped.reward_model.reference_ms_per_token
     assert ref == pytest.approx(117.84, abs=0.01)  # the preset's stationary rho*
     info = traj[-1][3]
-    expected = (info["episode_tokens"] * ref - info["episode_time_ms"]) / env.unwrapped.config.time_scale_ms
+    expected = (info["episode_tokens"] * ref - info["episode_time_ms"]) / env.unwrapped.reward_model.scale
     assert sum(s[1] for s in traj[1:]) == pytest.approx(expected, rel=1e-9)
 
 
@@ -135,7 +135,7 @@ def test_step_after_termination_raises() -> None:
 def test_overrides_change_the_environment() -> None:
     env = gym.make("SpecStopRound-v0", scenario="qwen-geometric", delay_ms=300.0, max_draft=12)
     assert env.action_space.n == 12
-    assert env.observation_space.shape == (4 + 1 + 12,)
+    assert env.observation_space.shape == (6 + 1 + 24,)
     assert env.unwrapped.config.delay_ms == 300.0
     obs, _ = env.reset(seed=0)
     assert obs[1] > 0.15  # the initial rtt probe is around 300 ms = 0.3 s

@@ -151,7 +151,7 @@ def test_pickled_env_continues_like_the_original_and_like_a_fresh_env(env_id: st
 @pytest.mark.parametrize("scenario", ["qwen-geometric", "drift", "markov-csi"])
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_return_is_minus_the_episode_latency(env_id: str, scenario: str) -> None:
-    env = make(env_id, scenario, time_scale_ms=250.0)
+    env = make(env_id, scenario, reward_mode="latency", time_scale_ms=250.0)
     steps = rollout(env, seed=4, action_seed=4)
     final = steps[-1][4]
     ret = sum(s[1] for s in steps[1:])
@@ -173,7 +173,8 @@ def test_token_credit_rewards_sum_to_tokens_at_the_reference_minus_time(env_id: 
     assert ref == pytest.approx(stationary_reference(env.unwrapped.config)[1], rel=1e-12)  # default: rho*
     steps = rollout(env, seed=6, action_seed=6)
     final = steps[-1][4]
-    expected = (final["episode_tokens"] * ref - final["episode_time_ms"]) / env.unwrapped.config.time_scale_ms
+    assert env.unwrapped.reward_model.scale == ref  # default time scale: the stationary rho* (rewards in tokens)
+    expected = (final["episode_tokens"] * ref - final["episode_time_ms"]) / env.unwrapped.reward_model.scale
     assert sum(s[1] for s in steps[1:]) == pytest.approx(expected, rel=1e-9, abs=1e-9)
     fixed = make(env_id, "llama-heavy-head", reward_mode="token_credit", reference_ms_per_token=40.0)
     assert fixed.unwrapped.reward_model.reference_ms_per_token == 40.0
@@ -199,7 +200,7 @@ def test_first_token_is_always_drafted_and_the_mask_matches_the_position() -> No
             assert obs[0] == np.float32(1 / k) or terminated
         else:
             assert action == 0 and int(round(float(obs[0]) * k)) == position + 1
-            assert reward == pytest.approx(-env.unwrapped.config.draft_ms / env.unwrapped.config.time_scale_ms)
+            assert reward == pytest.approx(-env.unwrapped.config.draft_ms / env.unwrapped.reward_model.scale)
         if terminated:
             obs, info = env.reset()
     # stopping straight away sends k = 1
@@ -270,10 +271,10 @@ def test_overrides_change_the_scenario_spaces_and_observations(env_id: str) -> N
     cfg = env.unwrapped.config
     assert cfg.delay_ms == 300.0 and cfg.max_draft == 12 and base.unwrapped.config.max_draft == 8
     m = env.unwrapped.sim.n_states
-    assert env.observation_space.shape == (4 + m + 12,) and base.observation_space.shape == (4 + m + 8,)
+    assert env.observation_space.shape == (6 + m + 24,) and base.observation_space.shape == (6 + m + 16,)
     assert env.action_space.n == (2 if env_id == "SpecStop-v0" else 12)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (4 + m + 12,)
+    assert obs.shape == (6 + m + 24,)
     # a different mean delay gives different rtts on the same seed
     first_rtt = [e.reset(seed=0)[0][1] for e in (base, env)]
     assert first_rtt[0] != first_rtt[1]
@@ -299,5 +300,6 @@ def test_render_ansi_describes_the_state() -> None:
     env.step(1)
     text = env.render()
     assert "t=" in text and "last round" in text
-    with pytest.raises(ValueError, match="render_mode"):
-        gym.make("SpecStop-v0", render_mode="human")
+    with pytest.warns(UserWarning, match="render_mode='human' is not supported"):
+        env = specstop_gym.envs.SpecStopEnv(render_mode="human", **SMALL)
+    assert env.render_mode is None and env.render() is None

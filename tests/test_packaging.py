@@ -35,6 +35,7 @@ def test_wheel_ships_trace_data_and_scripts(tmp_path: Path) -> None:
     assert any(n.startswith("specstop_gym_traces/channels/") and n.endswith(".json") for n in names)
     assert "evaluate.py" in names and "train.py" in names
     assert "specstop_gym/py.typed" in names
+    assert "specstop_gym/training/zoo/ppo.yml" in names  # the RL Baselines3 Zoo hyperparameters
 
     # installed (not editable): shipped traces resolve from the package data
     target = tmp_path / "site"

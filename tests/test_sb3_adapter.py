@@ -146,10 +146,16 @@ def test_attributes_methods_render_close() -> None:
     with pytest.raises(NotImplementedError, match="env_method"):
         env.env_method("reset")
     assert env.env_is_wrapped(Monitor) == [False] * 4
-    with pytest.raises(NotImplementedError, match="render"):
-        env.render()
-    with pytest.raises(NotImplementedError, match="render"):
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert env.render() is None  # SB3's behaviour without a render mode
+    with pytest.raises(NotImplementedError, match="render_mode='rgb_array'"):
         env.get_images()
+    drawn = make_sb3_vec_env("SpecStop-v0", 3, seed=0, render_mode="rgb_array", **SMALL)
+    drawn.reset()
+    frames = drawn.get_images()
+    assert len(frames) == 3 and all(f.dtype == np.uint8 and f.ndim == 3 for f in frames)
+    assert drawn.render().ndim == 3  # SB3 tiles the frames
+    assert len(drawn.env_method("render", indices=[1])) == 1
     env.set_options({"unused": 1})  # one options dict for all rows is passed to the next reset
     env.reset()
     env.close()
@@ -187,7 +193,8 @@ def test_adapter_over_sync_vector_env() -> None:
 
 def test_monitor_option() -> None:
     for native in (True, False):
-        env = make_sb3_vec_env("SpecStopRound-v0", 2, seed=0, native=native, monitor=True, n_tokens=4)
+        env = make_sb3_vec_env("SpecStopRound-v0", 2, seed=0, native=native, monitor=True, n_tokens=4,
+                               reward_mode="latency")  # returns are minus the episode time: < 0
         if native:
             assert isinstance(env, VecMonitor)
         env.reset()

@@ -25,7 +25,11 @@ ACCEPTANCE_KINDS = ("geometric", "profile", "latent", "trace")
 CHANNEL_KINDS = ("constant", "iid", "markov", "drift", "trace")
 DELAY_DISTRIBUTIONS = ("lognormal", "gamma")
 DRIFT_MODES = ("step", "linear")
-REWARD_MODES = ("latency", "token_credit")
+REWARD_MODES = ("token_credit", "latency")
+REWARD_REFERENCES = ("local", "stationary")
+LOCAL_REFERENCE_CHANNELS = ("markov", "drift")
+"""Channels whose mean rtt persists in wall-clock time, where ``reward_reference="local"`` credits
+tokens at the local rate; on the others the local reference is the stationary one."""
 TRACE_GAP_POLICIES = ("hold", "skip", "refuse")
 
 
@@ -308,13 +312,20 @@ class ScenarioConfig:
     jitter_slot_ms: float = 1.0
     """Resolution of the wall-clock index of rtt jitter (common random numbers), ms."""
 
-    # --- reward ---
-    reward_mode: str = "latency"
-    """latency: reward = -step_ms/time_scale_ms; token_credit: (tokens*reference_ms - step_ms)/time_scale_ms."""
-    time_scale_ms: float = 1000.0
-    """Reward scale: one unit of reward per time_scale_ms."""
+    # --- reward (docs/training.md, "The reward") ---
+    reward_mode: str = "token_credit"
+    """token_credit: reward = (tokens * reference - step_ms) / time_scale: committed tokens are
+    credited at the reference rate (ms/token), the step's time is charged; latency: reward =
+    -step_ms / time_scale (the return is minus the episode's time)."""
+    reward_reference: str = "local"
+    """Reference rate of token_credit. stationary: rho*, the least per-token latency of a fixed draft
+    length at the channel's long-run mean rtt (SPEC 4); local: rho* at the channel's mean rtt when
+    the round is sent (drift: the schedule's level; markov: the state's mean rtt and bandwidth),
+    which equals the stationary one on constant, iid and trace channels."""
     reference_ms_per_token: float | None = None
-    """Reference rate for token_credit (None: the stationary oracle rho* at the mean delay)."""
+    """A fixed reference rate for token_credit, ms/token (None: set by reward_reference)."""
+    time_scale_ms: float | None = None
+    """Reward scale, ms per unit of reward (None: the stationary rho*, so rewards count tokens)."""
 
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Free-form metadata (not used by the simulator)."""
@@ -331,11 +342,12 @@ class ScenarioConfig:
             raise ConfigError(f"extra must be a dict, got {_short(self.extra)}")
         for name in ("draft_ms", "verify_base_ms", "verify_per_token_ms", "bytes_per_token",
                      "delay_ms", "delay_cv", "latent_tau", "latent_eps_sigma", "drift_cv",
-                     "time_scale_ms", "jitter_slot_ms"):
+                     "jitter_slot_ms"):
             set_(self, name, _number(name, getattr(self, name)))
         if self.draft_ms + self.verify_per_token_ms <= 0:
             raise ConfigError("draft_ms + verify_per_token_ms must be > 0 (a drafted token must cost time)")
-        for name in ("bandwidth_kbps", "reference_ms_per_token", "confidence_sigma", "drift_period_ms"):
+        for name in ("bandwidth_kbps", "reference_ms_per_token", "time_scale_ms", "confidence_sigma",
+                     "drift_period_ms"):
             if getattr(self, name) is not None:
                 set_(self, name, _number(name, getattr(self, name)))
         for name in ("max_draft", "n_tokens", "requests_per_episode"):
@@ -347,6 +359,7 @@ class ScenarioConfig:
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
         _choice("delay_trace_gaps", self.delay_trace_gaps, TRACE_GAP_POLICIES)
         set_(self, "delay_trace_gap_factor", _number("delay_trace_gap_factor", self.delay_trace_gap_factor))
+        _choice("reward_reference", self.reward_reference, REWARD_REFERENCES)
         set_(self, "alpha", _probability("alpha", self.alpha))
         if self.profile is not None:
             if isinstance(self.profile, (str, bytes)) or not isinstance(self.profile, (list, tuple, np.ndarray)):
@@ -465,6 +478,13 @@ class ScenarioConfig:
             assert self.markov_generator_per_ms is not None
             return len(self.markov_generator_per_ms)
         return 1
+
+    @property
+    def local_reward_reference(self) -> bool:
+        """Whether the reward credits each round's tokens at the local rate (token_credit with
+        reward_reference="local" on a drift or Markov channel, no fixed reference_ms_per_token)."""
+        return (self.reward_mode == "token_credit" and self.reward_reference == "local"
+                and self.reference_ms_per_token is None and self.channel in LOCAL_REFERENCE_CHANNELS)
 
     @property
     def marginal_cost_ms(self) -> float:

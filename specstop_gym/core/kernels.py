@@ -18,7 +18,8 @@ State of the batch (owned by :class:`~specstop_gym.core.simulator.Simulator`):
   left, request index, draft position, run length ``G`` of the current round, CSI,
   channel path state, switch count, episode tokens, done flag, trace pick;
 * ``F`` (B, ``F_COLS + 3K``) float64: clock, request start, last rtt, episode
-  time, next Markov switch, trace offset, latent difficulty ``z``; then the
+  time, next Markov switch, trace offset, latent difficulty ``z``, the fast and
+  slow rtt averages (:data:`RTT_EWMA_FAST_MS`, :data:`RTT_EWMA_SLOW_MS`); then the
   censored-feedback counts ``risk_1..K``, ``acc_1..K`` and the confidences
   ``q_1..K`` of the current round;
 * ``O`` (B, obs_dim) float32: the observation buffer.
@@ -136,7 +137,9 @@ I_O_CONF = 29  # (N_REC * CONF_W) recorded confidences (nan: none)
 I_O_STATES = 30  # I offset (N_PTS): trace states
 I_O_RUNLEN = 31  # I offset (N_REC): recorded run lengths
 I_O_CENS = 32  # I offset (N_REC): recorded censoring flags
-I_SIZE = 33
+I_LOCAL_REF = 33  # 1: finish_round computes the round's local reference rate (reward_reference="local")
+I_O_EXP_TOKENS = 34  # P offset (K): 1 + S_1 + ... + S_k, expected tokens of a round of length k
+I_SIZE = 35
 
 # ---------------------------------------------------------------- P slots
 P_DRAFT = 0
@@ -161,14 +164,22 @@ P_SIZE = 17
 # ---------------------------------------------------------------- state columns
 S_KEY, S_ROUND, S_LEFT, S_REQ, S_POS, S_G, S_CSI, S_CH_STATE, S_SWITCHES, S_EP_TOKENS, S_DONE, S_PICK = range(12)
 S_COLS = 12
-F_T, F_REQ_START, F_LAST_RTT, F_EP_TIME, F_NEXT_SWITCH, F_OFFSET, F_Z = range(7)
-F_COLS = 7  # then risk (K), acc (K), q (K)
+F_T, F_REQ_START, F_LAST_RTT, F_EP_TIME, F_NEXT_SWITCH, F_OFFSET, F_Z, F_EWMA_FAST, F_EWMA_SLOW = range(9)
+F_COLS = 9  # then risk (K), acc (K), q (K)
+
+RTT_EWMA_FAST_MS = 1000.0
+RTT_EWMA_SLOW_MS = 30000.0
+"""Time constants (wall-clock ms) of the two exponentially weighted moving averages of the measured
+rtt in the observation: after a round of ``round_ms`` with rtt ``r``, ``m += (1 - exp(-round_ms / tau))
+* (r - m)``; both start at the initial probe. The fast one follows the current level of a channel
+whose regimes last seconds (drift, Markov) with the per-round jitter averaged out; the slow one
+tracks the long-run level."""
 
 # round outputs: int columns and float columns of the per-call output buffers
 R_ROW, R_K, R_ACCEPTED, R_TOKENS, R_STATE, R_START_STATE, R_ROUND, R_REQ_DONE, R_EP_DONE = range(9)
 R_INT_COLS = 9
-R_ROUND_MS, R_RTT, R_START_MS = range(3)
-R_FLOAT_COLS = 3
+R_ROUND_MS, R_RTT, R_START_MS, R_REF = range(4)
+R_FLOAT_COLS = 4
 
 
 # ====================================================================== randomness
@@ -642,6 +653,25 @@ def refresh_row(S, F, O, P, I, row):
     for i in range(k):
         O[row, 3 + m + i] = np.float32((F[row, F_COLS + k + i] + 1.0) / (F[row, F_COLS + i] + 2.0))
     O[row, 3 + m + k] = np.float32(np.float64(S[row, S_LEFT]) / P[P_N_TOKENS])
+    O[row, 4 + m + k] = np.float32(F[row, F_EWMA_FAST] / 1000.0)
+    O[row, 5 + m + k] = np.float32(F[row, F_EWMA_SLOW] / 1000.0)
+    for i in range(k):  # the draft position, one-hot
+        O[row, 6 + m + k + i] = np.float32(1.0) if i == pos - 1 else np.float32(0.0)
+
+
+@njit(inline="always", **_JIT)
+def local_rate(P, I, mean_rtt, state):
+    """rho*(mean_rtt): the least per-token latency of a fixed draft length on a stationary channel
+    of mean rtt ``mean_rtt`` in ``state`` (SPEC 4), ``min_k (k c + mean_rtt + verify_base) /
+    (1 + S_1 + ... + S_k)`` with ``c`` the marginal cost of a drafted token in that state."""
+    c = P[P_DRAFT] + P[P_VERIFY_TOKEN] + channel_tx(P, I, state)
+    fixed = mean_rtt + P[P_VERIFY_BASE]
+    o = I[I_O_EXP_TOKENS]
+    best = np.inf
+    for k in range(I[I_K]):
+        rho = ((k + 1) * c + fixed) / P[o + k]
+        best = min(best, rho)
+    return best
 
 
 @njit(**_JIT)
@@ -663,7 +693,10 @@ def reset_rows(S, F, O, P, I, rows, keys):
         S[row, S_CSI] = csi
         F[row, F_NEXT_SWITCH] = nxt
         F[row, F_OFFSET] = offset
-        F[row, F_LAST_RTT] = channel_rtt(P, I, key, 0.0, csi, offset, PROBE_SLOT)
+        probe = channel_rtt(P, I, key, 0.0, csi, offset, PROBE_SLOT)
+        F[row, F_LAST_RTT] = probe
+        F[row, F_EWMA_FAST] = probe
+        F[row, F_EWMA_SLOW] = probe
         begin_round(S, F, P, I, row)
         refresh_row(S, F, O, P, I, row)
 
@@ -672,11 +705,14 @@ def reset_rows(S, F, O, P, I, rows, keys):
 def finish_round(S, F, O, P, I, row, k):
     """Send a draft of length k (1..K) from ``row`` and complete the round. Returns (round_ms, rtt,
     start ms, accepted, tokens, channel state at sending, state at the start, round index,
-    request done, episode done)."""
+    request done, episode done, local reference rate): the last is :func:`local_rate` at the
+    channel's mean rtt at the sending time in the state at sending when ``I[I_LOCAL_REF]`` is set
+    (the reward's reference, reward_reference="local"), else 0."""
     kmax = I[I_K]
     key = _key(S, row)
     t0 = F[row, F_T]
     start_state = S[row, S_CSI]
+    old_pos = S[row, S_POS]  # the draft position before this round (k at the token level, else 1)
     t_send = t0 + k * P[P_DRAFT]
     offset = F[row, F_OFFSET]
     state, path, count, nxt = channel_state(P, I, key, t_send, S[row, S_CH_STATE], S[row, S_SWITCHES],
@@ -684,6 +720,7 @@ def finish_round(S, F, O, P, I, row, k):
     rtt = channel_rtt(P, I, key, t_send, state, offset, I0)
     marginal = k * (P[P_DRAFT] + P[P_VERIFY_TOKEN] + channel_tx(P, I, state))
     round_ms = marginal + rtt + P[P_VERIFY_BASE]
+    ref = local_rate(P, I, channel_mean(P, I, t_send, state, offset), state) if I[I_LOCAL_REF] else 0.0
     g = S[row, S_G]
     accepted = min(k, g)
     left = S[row, S_LEFT]
@@ -702,6 +739,12 @@ def finish_round(S, F, O, P, I, row, k):
     S[row, S_ROUND] = rnd + 1
     F[row, F_T] = t1
     F[row, F_LAST_RTT] = rtt
+    ewma_fast = F[row, F_EWMA_FAST]
+    ewma_fast -= math.expm1(-round_ms / RTT_EWMA_FAST_MS) * (rtt - ewma_fast)
+    F[row, F_EWMA_FAST] = ewma_fast
+    ewma_slow = F[row, F_EWMA_SLOW]
+    ewma_slow -= math.expm1(-round_ms / RTT_EWMA_SLOW_MS) * (rtt - ewma_slow)
+    F[row, F_EWMA_SLOW] = ewma_slow
     request_done = left == 0
     episode_done = False
     if request_done:
@@ -732,16 +775,20 @@ def finish_round(S, F, O, P, I, row, k):
     for i in range(seen):
         O[row, 3 + m + i] = np.float32((F[row, F_COLS + kmax + i] + 1.0) / (F[row, F_COLS + i] + 2.0))
     O[row, 3 + m + kmax] = np.float32(np.float64(left) / P[P_N_TOKENS])
-    return round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done
+    O[row, 4 + m + kmax] = np.float32(ewma_fast / 1000.0)
+    O[row, 5 + m + kmax] = np.float32(ewma_slow / 1000.0)
+    O[row, 6 + m + kmax + old_pos - 1] = np.float32(0.0)  # one-hot position: old -> 1
+    O[row, 6 + m + kmax] = np.float32(1.0)
+    return round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done, ref
 
 
-_NO_ROUND = (0.0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False)
+_NO_ROUND = (0.0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False, 0.0)
 
 
 @njit(**_INLINE)
 def write_round(RI, RF, j, row, k, res):
     """Outputs of a finished round (the tuple of :func:`finish_round`) into RI[j], RF[j]."""
-    round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done = res
+    round_ms, rtt, t0, accepted, tokens, state, start_state, rnd, request_done, episode_done, ref = res
     RI[j, R_ROW] = row
     RI[j, R_K] = k
     RI[j, R_ACCEPTED] = accepted
@@ -754,6 +801,7 @@ def write_round(RI, RF, j, row, k, res):
     RF[j, R_ROUND_MS] = round_ms
     RF[j, R_RTT] = rtt
     RF[j, R_START_MS] = t0
+    RF[j, R_REF] = ref
 
 
 @njit(**_JIT)
@@ -780,6 +828,9 @@ def token_action(S, F, O, P, I, row, action):
         pos += 1
         S[row, S_POS] = pos
         O[row, 0] = np.float32(pos / kmax)
+        hot = 6 + I[I_M] + kmax  # one-hot position: pos - 1 -> pos
+        O[row, hot + pos - 2] = np.float32(0.0)
+        O[row, hot + pos - 1] = np.float32(1.0)
         if I[I_SIGNAL]:
             O[row, 2 + I[I_M]] = np.float32(F[row, F_COLS + 2 * kmax + pos - 1])
         return P[P_DRAFT], False, False, pos, _NO_ROUND
@@ -817,8 +868,10 @@ def vector_row(S, F, O, P, I, row, active, action, token_level, R, steps, ints, 
     """One row of a vector-environment step: the action (unless the row is inactive: it was just
     reset by a NextStep autoreset), then every per-row output of the step.
 
-    ``R`` = (credit mode, reference ms/token, time scale, max episode steps or 0); the reward is
-    ``-step_ms / scale`` (latency) or ``(tokens * reference - step_ms) / scale`` (token credit).
+    ``R`` = (credit mode, reference ms/token, time scale, max episode steps or 0, local reference);
+    the reward is ``-step_ms / scale`` (latency) or ``(tokens * reference - step_ms) / scale`` (token
+    credit), the reference being the round's local rate (the last entry of :func:`finish_round`'s
+    outputs) when ``R[4]`` is set, else ``R[1]``.
     Outputs, column ``row`` of: ``ints`` (csi, tokens_left, round k, accepted, tokens, channel
     state at sending); ``floats`` (reward, time_ms, round_ms, rtt_ms); ``flags`` rows 0, 1, 2, 7
     (terminated, truncated, forced stop, finished a round; the caller fills the other rows, the
@@ -839,7 +892,8 @@ def vector_row(S, F, O, P, I, row, active, action, token_level, R, steps, ints, 
             fin = True
         steps[row] += 1
         if R[0] != 0.0:
-            floats[0, row] = (res[4] * R[1] - step_ms) / R[2]  # res[4]: tokens (0 when drafting)
+            ref = res[10] if R[4] != 0.0 else R[1]
+            floats[0, row] = (res[4] * ref - step_ms) / R[2]  # res[4]: tokens (0 when drafting)
         else:
             floats[0, row] = -step_ms / R[2]
     else:
@@ -987,6 +1041,9 @@ def pack_model(config=None, acceptance=None, channel=None, max_draft: int | None
         b.scalars[P_SIGMA] = sigma
     if acceptance is not None:
         acceptance.pack(b, k)
+        if config is not None and config.local_reward_reference:
+            b.ints[I_LOCAL_REF] = 1
+            b.floats(I_O_EXP_TOKENS, 1.0 + np.cumsum(acceptance.survival(k)))
     if channel is not None:
         channel.pack(b, config)
     return b.build()

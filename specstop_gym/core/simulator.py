@@ -47,7 +47,8 @@ class RoundResult:
     Fields: ``rows`` (absolute row indices), ``k``, ``accepted`` (``A = min(k, G)``),
     ``tokens`` (committed), ``round_ms``, ``rtt_ms``, ``state`` (channel state at
     sending), ``start_state`` (CSI at the start of the round), ``start_ms``,
-    ``round_index``, ``request_done``, ``episode_done``. Columns of two blocks that
+    ``round_index``, ``request_done``, ``episode_done``, ``reference_ms`` (the local reference
+    rate of the reward, ms/token, when the scenario's reward uses one, else 0). Columns of two blocks that
     the simulator's kernel filled; they are views made on first access.
     """
 
@@ -56,7 +57,8 @@ class RoundResult:
     _INT_FIELDS: ClassVar[dict[str, int]] = {"rows": kn.R_ROW, "k": kn.R_K, "accepted": kn.R_ACCEPTED, "tokens": kn.R_TOKENS,
                    "state": kn.R_STATE, "start_state": kn.R_START_STATE, "round_index": kn.R_ROUND}
     _BOOL_FIELDS: ClassVar[dict[str, int]] = {"request_done": kn.R_REQ_DONE, "episode_done": kn.R_EP_DONE}
-    _FLOAT_FIELDS: ClassVar[dict[str, int]] = {"round_ms": kn.R_ROUND_MS, "rtt_ms": kn.R_RTT, "start_ms": kn.R_START_MS}
+    _FLOAT_FIELDS: ClassVar[dict[str, int]] = {"round_ms": kn.R_ROUND_MS, "rtt_ms": kn.R_RTT, "start_ms": kn.R_START_MS,
+                                              "reference_ms": kn.R_REF}
 
     def __init__(self, ints: np.ndarray, floats: np.ndarray) -> None:
         self._ints = ints
@@ -124,7 +126,7 @@ class Simulator:
         self.refresh_observation()
 
     _VIEWS = ("keys", "t_ms", "round_idx", "tokens_left", "request_idx", "request_start_ms", "position", "g", "q",
-              "last_rtt_ms", "csi", "risk", "acc", "episode_time_ms", "episode_tokens", "rows")
+              "last_rtt_ms", "rtt_ewma_ms", "csi", "risk", "acc", "episode_time_ms", "episode_tokens", "rows")
 
     def _make_views(self) -> None:
         """Named views of the state columns (rebuilt after unpickling: pickle copies views apart)."""
@@ -140,6 +142,7 @@ class Simulator:
         self.t_ms = F[:, kn.F_T]
         self.request_start_ms = F[:, kn.F_REQ_START]
         self.last_rtt_ms = F[:, kn.F_LAST_RTT]
+        self.rtt_ewma_ms = F[:, kn.F_EWMA_FAST:kn.F_EWMA_SLOW + 1]  # (B, 2): fast, slow averages of the rtt
         self.episode_time_ms = F[:, kn.F_EP_TIME]
         self.risk = F[:, kn.F_COLS:kn.F_COLS + k]  # positions observed (censored feedback)
         self.acc = F[:, kn.F_COLS + k:kn.F_COLS + 2 * k]  # positions accepted
@@ -233,7 +236,7 @@ class Simulator:
     # ------------------------------------------------------------ observation
     @property
     def obs_dim(self) -> int:
-        return 4 + self.n_states + self.max_draft
+        return 6 + self.n_states + 2 * self.max_draft
 
     def acceptance_estimate(self) -> np.ndarray:
         """Posterior-mean conditional acceptance per position, shape (B, K)."""
@@ -263,13 +266,16 @@ class Simulator:
         """Observation matrix (B, obs_dim), float32 (a new array); layout in docs/environments.md.
 
         ``[position/K, last_rtt_ms/1000, csi one-hot (M), confidence, a_hat_1..a_hat_K,
-        tokens_left/n_tokens]``. The one-hot is all zero when CSI is not observable;
-        the confidence is 0 without a signal and at the round level.
+        tokens_left/n_tokens, rtt_ewma_fast_ms/1000, rtt_ewma_slow_ms/1000, position one-hot (K)]``
+        (the rtt averages: :data:`~specstop_gym.core.kernels.RTT_EWMA_FAST_MS`). The CSI one-hot is all zero when CSI is not observable;
+        the confidence is 0 without a signal; at the round level the position (fraction and
+        one-hot) and the confidence are 0 (the decision is taken before drafting).
         """
         obs = self.obs_buffer.copy()
         if not token_level:
             obs[:, 0] = 0.0
             obs[:, 2 + self.n_states] = 0.0
+            obs[:, self.obs_dim - self.max_draft:] = 0.0
         return obs
 
     def action_masks(self) -> np.ndarray:

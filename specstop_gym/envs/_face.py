@@ -13,8 +13,8 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 
 from ..core.config import ScenarioConfig
-from ..core.simulator import RoundResult, Simulator
 from ..core.rng import episode_keys
+from ..core.simulator import RoundResult, Simulator
 from ..scenarios import DEFAULT_SCENARIO, build_simulator, make_scenario, stationary_reference
 
 ROUND_FIELDS = ("k", "accepted", "tokens", "round_ms", "rtt_ms", "channel_state")
@@ -29,7 +29,9 @@ def observation_space(sim: Simulator) -> spaces.Box:
     """Box of the observation layout of :meth:`Simulator.observe`."""
     low = np.zeros(sim.obs_dim, np.float32)
     high = np.ones(sim.obs_dim, np.float32)
-    high[1] = np.inf  # last rtt in seconds
+    fields = observation_fields(sim)
+    for name in ("last_rtt_s", "rtt_ewma_fast_s", "rtt_ewma_slow_s"):  # seconds, unbounded
+        high[fields.index(name)] = np.inf
     return spaces.Box(low, high, dtype=np.float32)
 
 
@@ -37,12 +39,19 @@ def observation_fields(sim: Simulator) -> list[str]:
     """Names of the observation entries, in order."""
     m, k = sim.n_states, sim.max_draft
     return (["position_frac", "last_rtt_s"] + [f"csi_{s}" for s in range(m)] + ["confidence"]
-            + [f"accept_est_{i}" for i in range(1, k + 1)] + ["tokens_left_frac"])
+            + [f"accept_est_{i}" for i in range(1, k + 1)] + ["tokens_left_frac", "rtt_ewma_fast_s", "rtt_ewma_slow_s"]
+            + [f"position_{i}" for i in range(1, k + 1)])
 
 
 class RewardModel:
-    """reward = -step_ms / time_scale_ms (``latency``) or
-    (tokens * reference_ms_per_token - step_ms) / time_scale_ms (``token_credit``).
+    """reward = (tokens * reference - step_ms) / scale (``token_credit``) or -step_ms / scale
+    (``latency``); docs/training.md derives the choice.
+
+    ``reference``: ``reference_ms_per_token`` when the scenario fixes it, else the stationary
+    ``rho*`` (the oracle's least per-token latency at the channel's long-run mean rtt), or, when
+    ``local`` (``config.local_reward_reference``), the round's own local rate that the simulator
+    reports (``RoundResult.reference_ms``: ``rho*`` at the channel's mean rtt when the round is
+    sent). ``scale``: ``time_scale_ms``, by default the stationary ``rho*`` (rewards count tokens).
 
     Takes numpy arrays (vector environments) or Python numbers (single environments, where
     plain floats are much cheaper than arrays of one); the same IEEE operations either way.
@@ -50,16 +59,27 @@ class RewardModel:
 
     def __init__(self, config: ScenarioConfig, sim: Simulator) -> None:
         self.mode = config.reward_mode
-        self.scale = config.time_scale_ms
+        self.local = config.local_reward_reference
+        self.stationary_ms_per_token = float(stationary_reference(config, sim.channel)[1])
         ref = config.reference_ms_per_token
-        if ref is None:
-            ref = stationary_reference(config, sim.channel)[1]
-        self.reference_ms_per_token = float(ref)
+        self.reference_ms_per_token = float(self.stationary_ms_per_token if ref is None else ref)
+        """The fixed reference (ms/token); rounds use their local rate instead when ``local``."""
+        scale = config.time_scale_ms
+        self.scale = float(self.stationary_ms_per_token if scale is None else scale)
 
-    def __call__(self, step_ms: np.ndarray | float, tokens: np.ndarray | int) -> np.ndarray | float:
+    def __call__(self, step_ms: np.ndarray | float, tokens: np.ndarray | int,
+                 local_reference: np.ndarray | float = 0.0) -> np.ndarray | float:
+        """Reward of a step of ``step_ms`` committing ``tokens`` (0 for a draft step);
+        ``local_reference``: the finished round's local rate (used when ``self.local``)."""
         if self.mode == "latency":
             return -step_ms / self.scale
-        return (tokens * self.reference_ms_per_token - step_ms) / self.scale
+        ref = local_reference if self.local else self.reference_ms_per_token
+        return (tokens * ref - step_ms) / self.scale
+
+    def kernel_params(self, max_episode_steps: int | None = None) -> np.ndarray:
+        """The reward parameters of the vector step kernel (``kernels.vector_row``)."""
+        return np.array([float(self.mode != "latency"), self.reference_ms_per_token, self.scale,
+                         float(max_episode_steps or 0), float(self.local)])
 
 
 def round_info(result: RoundResult, j: int) -> dict[str, float | int]:
@@ -93,5 +113,16 @@ def new_row_keys(gens: list[np.random.Generator], rows: np.ndarray) -> np.ndarra
     return np.array([episode_keys(gens[i], 1)[0] for i in rows], dtype=np.uint64)
 
 
-__all__ = ["ROUND_FIELDS", "RewardModel", "build_simulator", "check_seed", "new_row_keys", "observation_fields",
-           "observation_space", "resolve_config", "round_info", "row_generators", "episode_keys"]
+__all__ = [
+    "ROUND_FIELDS",
+    "RewardModel",
+    "build_simulator",
+    "check_seed",
+    "episode_keys",
+    "new_row_keys",
+    "observation_fields",
+    "observation_space",
+    "resolve_config",
+    "round_info",
+    "row_generators",
+]

@@ -6,11 +6,19 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import logger
 
 from ..core import kernels as kn
 from ..core.config import ScenarioConfig
-from ._face import (RewardModel, build_simulator, episode_keys, observation_fields, observation_space,
-                    resolve_config)
+from ._face import (
+    RewardModel,
+    build_simulator,
+    episode_keys,
+    observation_fields,
+    observation_space,
+    resolve_config,
+)
+from ._render import render_rgb
 
 _ZERO = np.zeros(1, np.int64)
 
@@ -24,13 +32,15 @@ def _constant_rows(values: range) -> list[np.ndarray]:
 class SingleFace(gym.Env):
     """Common machinery of :class:`SpecStopEnv` and :class:`SpecStopRoundEnv`."""
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     token_level = True
 
     def __init__(self, scenario: str | ScenarioConfig | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+            logger.warn(f"render_mode={render_mode!r} is not supported (supported: "
+                        f"{self.metadata['render_modes']}); the environment will not render")
+            render_mode = None
         self.render_mode = render_mode
         self.config = resolve_config(scenario, overrides)
         self.sim = build_simulator(self.config, batch_size=1)
@@ -70,16 +80,18 @@ class SingleFace(gym.Env):
         state = sim.state_ints[0].tolist()
         info = self._info(state)
         tokens = 0
+        local_ref = 0.0
         if finished:
             ri = sim.out_ints[0].tolist()
             rf = sim.out_floats[0].tolist()
             tokens = ri[kn.R_TOKENS]
+            local_ref = rf[kn.R_REF]
             self._last_round = info["round"] = {
                 "k": ri[kn.R_K], "accepted": ri[kn.R_ACCEPTED], "tokens": tokens, "round_ms": rf[kn.R_ROUND_MS],
                 "rtt_ms": rf[kn.R_RTT], "channel_state": ri[kn.R_STATE]}
             if self.token_level and sim.out_forced[0]:
                 info["forced_stop"] = True
-        reward = float(self.reward_model(step_ms, tokens))
+        reward = float(self.reward_model(step_ms, tokens, local_ref))
         terminated = state[kn.S_DONE] != 0
         if terminated:
             self._running = False
@@ -90,9 +102,10 @@ class SingleFace(gym.Env):
 
     def _observe(self) -> np.ndarray:
         obs = self.sim.obs_buffer[0].copy()
-        if not self.token_level:
+        if not self.token_level:  # as Simulator.observe(token_level=False)
             obs[0] = 0.0
             obs[self._confidence_col] = 0.0
+            obs[-self._max_draft:] = 0.0
         return obs
 
     def _validate_action(self, action: Any) -> int:
@@ -117,13 +130,20 @@ class SingleFace(gym.Env):
             info["action_mask"] = (self._mask_open if state[kn.S_POS] < self._max_draft else self._mask_full).copy()
         return info
 
-    def action_masks(self) -> np.ndarray:
-        """Valid actions (for MaskablePPO): token level [draft, stop]; round level all k."""
+    def action_masks(self, _env: Any = None) -> np.ndarray:
+        """Valid actions (for MaskablePPO): token level [draft, stop]; round level all k.
+
+        The ignored optional argument lets sb3-contrib's ``ActionMasker(env, "action_masks")``
+        work: it calls the method it finds with the environment as argument."""
         if self.token_level:
             return self.sim.action_masks()[0]
         return np.ones(self.config.max_draft, bool)
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: one line of text; ``"rgb_array"``: a small bar chart of the state
+        (:mod:`specstop_gym.envs._render`); otherwise None."""
+        if self.render_mode == "rgb_array":
+            return render_rgb(self._observe(), self.observation_fields, int(self.sim.csi[0]))
         if self.render_mode != "ansi":
             return None
         s = self.sim

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import logger
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -49,6 +50,7 @@ from ._face import (
     observation_space,
     resolve_config,
 )
+from ._render import render_rgb
 
 _EMPTY = np.zeros(0, np.int64)
 _NO_BOOL = np.zeros(0, bool)
@@ -100,12 +102,14 @@ class VectorFace(VectorEnv):
                                               or not isinstance(max_episode_steps, (int, np.integer))
                                               or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}")
-        if render_mode is not None:
-            raise ValueError(f"the vector environments do not render; render_mode must be None, got {render_mode!r}")
+        if render_mode is not None and render_mode != "rgb_array":
+            logger.warn(f"render_mode={render_mode!r} is not supported by the vector environment (supported: "
+                        f"['rgb_array']); it will not render")
+            render_mode = None
         self.num_envs = int(num_envs)
         self.autoreset_mode = mode
-        self.metadata = {"autoreset_mode": mode, "render_modes": []}
-        self.render_mode = None
+        self.metadata = {"autoreset_mode": mode, "render_modes": ["rgb_array"], "render_fps": 4}
+        self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.config = resolve_config(scenario, overrides)
         self.sim = build_simulator(self.config, batch_size=self.num_envs)
@@ -124,10 +128,8 @@ class VectorFace(VectorEnv):
         self._started = False
         self._all = np.arange(n)
         self._n_actions = int(self.single_action_space.n)
-        # reward parameters of the step kernel: (token credit?, reference ms/token, time scale, max steps or 0)
-        rm = self.reward_model
-        self._reward_params = np.array([float(rm.mode != "latency"), rm.reference_ms_per_token, rm.scale,
-                                        float(self.max_episode_steps or 0)])
+        # reward parameters of the step kernel (token credit?, reference, scale, max steps or 0, local?)
+        self._reward_params = self.reward_model.kernel_params(self.max_episode_steps)
 
     # -------------------------------------------------------------- protocol
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
@@ -237,6 +239,14 @@ class VectorFace(VectorEnv):
         info["per_token_latency_ms"], info["_per_token_latency_ms"] = times[0], masks[0]
         info["episode_time_ms"], info["_episode_time_ms"] = times[1], masks[1]
         info["episode_tokens"], info["_episode_tokens"] = counts, masks[2]
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``"rgb_array"``: one frame per row (as :class:`gymnasium.vector.SyncVectorEnv` returns its
+        environments' frames; the picture is described in :mod:`specstop_gym.envs._render`)."""
+        if self.render_mode != "rgb_array":
+            return None
+        obs = self.sim.observe(self.token_level)
+        return tuple(render_rgb(obs[i], self.observation_fields, int(self.sim.csi[i])) for i in range(self.num_envs))
 
     def action_masks(self) -> np.ndarray:
         """Valid actions per row, shape (N, n_actions): token level [draft, stop], round level all k."""

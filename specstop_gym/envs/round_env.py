@@ -16,25 +16,30 @@ _DOC = """
     ``Discrete(max_draft)``: action ``a`` means ``k = a + 1``. Any other action raises ``ValueError``.
 
     ## Observation Space
-    As ``SpecStop-v0`` (``4 + M + K`` floats); ``position_frac`` and ``confidence`` are 0
-    (the decision is taken before drafting).
+    As ``SpecStop-v0`` (``6 + M + 2K`` floats); the position (``position_frac`` and the
+    one-hot ``position_i``) and ``confidence`` are 0 (the decision is taken before drafting).
 
     ## Rewards
-    ``-T(k) / time_scale_ms`` per round (``reward_mode="latency"``, the return is minus
-    the episode latency), or ``(tokens * reference_ms_per_token - T(k)) / time_scale_ms``
-    (``reward_mode="token_credit"``).
+    As ``SpecStop-v0``, one step per round: ``(tokens * rho_ref - T(k)) / scale``
+    (``reward_mode="token_credit"``, default; ``rho_ref`` the oracle's rate at the channel's
+    mean rtt when the round is sent, ``scale`` the stationary ``rho*``), whose per-round
+    maximiser is the oracle's k; or ``-T(k) / scale`` (``reward_mode="latency"``, the
+    return is minus the episode's time). docs/training.md derives the choice.
 
     ## Starting State / Episode End / Info
     As ``SpecStop-v0`` (no ``action_mask``: every k is valid).
 
     ## Arguments
-    ``gym.make("SpecStopRound-v0", scenario="llama-heavy-head", **overrides)``: as ``SpecStop-v0``.
+    ``gym.make("SpecStopRound-v0", scenario="llama-heavy-head", **overrides)``: as ``SpecStop-v0``
+    (also ``render_mode``; ``"specstop_gym:SpecStopRound-v0"`` in fresh processes).
 
     ## Vectorized environment
     :class:`SpecStopRoundVectorEnv` through ``gym.make_vec(..., vectorization_mode="vector_entry_point")``.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Before release (issue 12): the default reward became
+      ``token_credit`` with the local reference, the observation gained the rtt averages and
+      the one-hot position (appended).
 
     ## Example
     >>> import gymnasium as gym, specstop_gym

@@ -1,42 +1,28 @@
-"""Every training default in one place: algorithms, hyperparameters per (algorithm, level), and the
-reward settings train.py applies to the scenario.
+"""Every training default of train.py in one place: algorithms and hyperparameters per (algorithm, level).
 
-Like rl-baselines3-zoo's ``hyperparams/*.yml``, the tables below are the only place the numbers
+Like rl-baselines3-zoo's ``hyperparams/*.yml`` (the project also ships one for the zoo itself:
+``specstop_gym/training/zoo_hyperparams.yml``), the tables below are the only place the numbers
 live; ``train.py --hyperparams key=value`` overrides single entries and ``config.json`` of every run
 records the resolved values. docs/training.md explains the choices.
 
-Reward and discount (``TRAINING_SCENARIO_DEFAULTS``, ``gamma``)
----------------------------------------------------------------
-An episode serves a fixed number of tokens, so ``-episode time`` (``reward_mode="latency"``) and
-``tokens * rho_ref - episode time`` (``"token_credit"``, ``rho_ref`` = the stationary ``rho*`` at
-the long-run mean delay) differ by a constant: undiscounted, both are maximised by the policy of
-least per-token latency. They differ in what a learner sees before its value function is right,
-and under discounting:
+Reward
+------
+train.py trains on the environment's registered reward, unchanged (``--set reward_mode=...``
+changes it explicitly): ``token_credit`` with the local reference rate, under which standard
+discounted RL learns the latency-optimal policy (the derivation is in docs/training.md and the
+environments' docstrings). Until issue 12, train.py switched the reward per (algorithm, level)
+without saying so; it no longer changes it.
 
-* ``latency`` charges a round's time in its own step and pays its extra tokens only later (fewer
-  rounds left): until the value function carries that, and for any ``gamma < 1``, short rounds
-  look better;
-* ``token_credit`` pays the round's tokens in the same step: one round's expected reward
-  ``rho* E[A+1] - E[T(k)]`` is maximised by the oracle's threshold rule (SPEC 4, Dinkelbach), the
-  right answer on stationary channels; on channels whose state persists (Markov, drift)
-  ``rho_ref`` is not the local rate and it pulls towards one k for all states.
-
-What we measured (docs/training.md) and therefore use, per (algorithm, level):
-
-* **PPO family, round level**: ``token_credit``, ``gamma = 1`` (exact objective), ``gae_lambda =
-  0.98``: k* on the stationary preset for training seeds 0, 1 and 2. ``latency`` with the same
-  settings collapsed to k = 1 for seed 1 (+12.7%), but learned the CSI-dependent policy on
-  markov-csi (``--set reward_mode=latency``; docs/training.md), where token_credit stayed on one k.
-* **A2C, round level**: ``token_credit``, ``gamma = 0.99``: its 8-step rollouts bootstrap from
-  the value function after a few rounds; with ``latency`` and ``gamma = 1`` it stayed at k = 1.
-* **DQN, round level**: ``latency``, ``gamma = 0.999`` (bootstrapped Q targets are unstable at
-  ``gamma = 1``); ended 1.7% above the oracle on the stationary preset, token_credit with
-  ``gamma = 0.99`` oscillated more.
-* **every algorithm, token level**: ``token_credit``, ``gamma = 0.999``. With ``latency`` the stop
-  step carries the whole round trip and PPO learned never to stop (k = max_draft, +17%).
-  ``gamma^k`` must stay close to 1 over a round: the credit arrives at its last step.
-
-``time_scale_ms = 100`` puts per-round rewards near 1 in magnitude.
+Discount
+--------
+* **PPO family, round level**: ``gamma = 1``, ``gae_lambda = 0.98``: an episode is a request of
+  a fixed number of tokens, so the undiscounted return is exactly ``tokens * rho_ref - time``.
+* **A2C, round level**: ``gamma = 0.99``: its 8-step rollouts bootstrap from the value function
+  after a few rounds.
+* **DQN**: ``gamma = 0.999`` (bootstrapped Q targets are unstable at ``gamma = 1``).
+* **token level**: ``gamma = 0.999``: ``gamma^k`` stays close to 1 over a round (a round's
+  credit arrives at its stop step). SB3's own default (0.99) also works with the registered
+  reward (docs/training.md, "Standard RL with the registered defaults").
 """
 
 from __future__ import annotations
@@ -57,16 +43,6 @@ LEVELS = ("round", "token")
 
 ENV_IDS = MappingProxyType({"round": "SpecStopRound-v0", "token": "SpecStop-v0"})
 """Environment id of each level."""
-
-_LATENCY = MappingProxyType({"reward_mode": "latency", "time_scale_ms": 100.0})
-_CREDIT = MappingProxyType({"reward_mode": "token_credit", "time_scale_ms": 100.0})
-TRAINING_SCENARIO_DEFAULTS: Mapping[tuple[str, str], Mapping[str, Any]] = MappingProxyType({
-    **{(algo, level): _CREDIT for algo in ALGORITHMS for level in LEVELS},
-    ("DQN", "round"): _LATENCY,
-})
-"""Scenario fields (the training reward) train.py sets per (algorithm, level) unless ``--set``
-overrides them; they change the reward only, never the dynamics, the spaces or the evaluation."""
-
 
 class HyperparamError(ValueError):
     """An unknown hyperparameter, a value of the wrong type, or an unknown algorithm."""
@@ -137,13 +113,13 @@ _PPO_TOKEN: dict[str, Any] = {
     **_PPO_ROUND,
     "n_steps": 256,          # ~2-4 token steps per round: a longer rollout for as many rounds
     "batch_size": 512,
-    "gamma": 0.999,          # token_credit; the credit of a round arrives at its stop step
+    "gamma": 0.999,          # the credit of a round arrives at its stop step
     "gae_lambda": 0.95,
 }
 _A2C_ROUND: dict[str, Any] = {
     "learning_rate": 7e-4,
     "n_steps": 8,
-    "gamma": 0.99,           # with token_credit (TRAINING_SCENARIO_DEFAULTS): one-round Dinkelbach form
+    "gamma": 0.99,           # bootstraps after a few rounds
     "gae_lambda": 0.95,
     "ent_coef": 0.0,
     "vf_coef": 0.5,
@@ -156,7 +132,7 @@ _DQN_ROUND: dict[str, Any] = {
     "buffer_size": 100_000,  # also bounds the replay buffer saved with checkpoints (~10 MB)
     "learning_starts": 1_000,
     "batch_size": 128,
-    "gamma": 0.999,          # with latency; bootstrapped targets: gamma = 1 is unstable for Q-learning
+    "gamma": 0.999,          # bootstrapped targets: gamma = 1 is unstable for Q-learning
     "train_freq": 4,
     "gradient_steps": 1,
     "target_update_interval": 1_000,
@@ -357,7 +333,6 @@ __all__ = [
     "LEVELS",
     "MANAGED",
     "POLICY_SHORTCUTS",
-    "TRAINING_SCENARIO_DEFAULTS",
     "AlgorithmInfo",
     "HyperparamError",
     "algorithm_kwargs",
