@@ -200,7 +200,8 @@ def rare(common: Any, extremes: list[Any]) -> Any:
 CHOICES = {"channel": ["constant", "iid", "markov", "drift", "trace", "wifi"],
            "acceptance": ["geometric", "profile", "latent", "trace", "x"],
            "delay_distribution": ["lognormal", "gamma", "weibull"], "drift_mode": ["step", "linear", "cubic"],
-           "reward_mode": ["latency", "token_credit", "speed"]}
+           "reward_mode": ["latency", "token_credit", "speed"],
+           "delay_trace_gaps": ["hold", "skip", "refuse", "interpolate"]}
 FIELDS = field_names()
 
 

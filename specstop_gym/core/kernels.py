@@ -659,7 +659,7 @@ def refresh_row(S, F, O, P, I, row):
         O[row, 6 + m + k + i] = np.float32(1.0) if i == pos - 1 else np.float32(0.0)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_INLINE)
 def local_rate(P, I, mean_rtt, state):
     """rho*(mean_rtt): the least per-token latency of a fixed draft length on a stationary channel
     of mean rtt ``mean_rtt`` in ``state`` (SPEC 4), ``min_k (k c + mean_rtt + verify_base) /
