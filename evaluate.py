@@ -4,7 +4,7 @@
     python evaluate.py --scenarios llama-heavy-head drift --seeds 16
     python evaluate.py --agents ucb-specstop static-k:k=3 oracle --delay-ms 300
     python evaluate.py --set alpha=0.7 --set n_tokens=512 --level token
-    python evaluate.py --paper                           # the reference paper's claims, ~5 minutes
+    python evaluate.py --paper                           # the reference paper's claims, about 3 minutes
     python evaluate.py --grid my_grid.toml               # an experiment grid, cell by cell (resumable)
     python evaluate.py --grid my_grid.toml --ray         # its cells as Ray tasks on this machine's cores
     python evaluate.py --grid my_grid.toml --ray-address HEAD:6379      # ... on a Ray cluster
