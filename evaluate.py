@@ -11,7 +11,7 @@
     python evaluate.py --scenarios qwen-geometric drift --grid-delays 25 100 400 --seeds 16 --seed-block 8
 
 Every agent of a scenario faces the same seeds, i.e. the same acceptance draws per round and
-the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.parquet`` (one
+the same channel realisation (docs/spec.md, section 5). Per scenario the out folder holds ``rounds.parquet`` (one
 row per round, streamed to disk while the agents run), ``summary.json`` (schema in
 docs/evaluation.md), ``config.json`` (the resolved settings and the run's status: running,
 finished, failed or interrupted) and PNG plots: cumulative regret, per-token latency, chosen k
@@ -107,7 +107,7 @@ class Args:
     no_plots: bool = False
     """do not draw the PNG plots"""
     paper: bool = False
-    """measure the reference paper's claims (SPEC 7) instead; writes paper.json and paper.md"""
+    """measure the reference paper's claims (docs/paper.md) instead; writes paper.json and paper.md"""
     quick: bool = False
     """with --paper: a reduced budget (seconds; for smoke tests, numbers are noisy)"""
     quiet: bool = False
