@@ -177,6 +177,10 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
         for s in args.seed_list:
             check_count("--seed-list", s, 0, MAX_SEED)
         seeds = list(dict.fromkeys(args.seed_list))
+        if len(seeds) < len(args.seed_list):
+            dups = sorted({s for s in args.seed_list if args.seed_list.count(s) > 1})
+            print(f"note: --seed-list: duplicate seeds dropped ({', '.join(map(str, dups))}): each seed runs once, "
+                  f"{len(seeds)} seeds", file=sys.stderr)
     else:
         seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
     check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
@@ -189,6 +193,12 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             raise UsageError(f"--sweep-delays: at most 1000 delays, got {len(args.sweep_delays)}")
         for d in args.sweep_delays:
             check_number("--sweep-delays", d, 0.0, MAX_DELAY_MS, "ms")
+            if not d > 0:
+                raise UsageError(f"--sweep-delays: every delay must be > 0 ms (the sweep is drawn on a log axis), "
+                                 f"got {d:g}")
+    if args.quick and not args.paper:
+        raise UsageError("--quick: only with --paper (it selects the paper's reduced budget; a comparison's budget "
+                         "is --seeds and --requests)")
     if len(args.agents) > 64 or any(len(a) > 1000 for a in args.agents):
         raise UsageError("--agents: at most 64 specs of at most 1000 characters each")
     for flag, value in (("--out", args.out), ("--delay-trace", args.delay_trace),
@@ -374,9 +384,24 @@ def _evaluate(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], 
         if counter["rounds"] % 500 == 0:
             bar.set_postfix(rounds=counter["rounds"], refresh=False)
 
+    # without a terminal (CI logs, pipes, nohup) a bar is noise: one line per finished agent instead
+    log_lines = not args.quiet and bar.disable
+    done = {"n": 0}
+
     def on_agent(label: str, seconds: float) -> None:
         bar.update(1)
         bar.set_postfix(last=label, rounds=counter["rounds"])
+        done["n"] += 1
+        if log_lines:
+            print(f"{cfg.name}: [{done['n']}/{total}] {label} finished in {seconds:.1f} s", file=sys.stderr,
+                  flush=True)
+
+    def on_point(d: float) -> None:
+        bar.update(1)
+        bar.set_postfix(delay_ms=d)
+        done["n"] += 1
+        if log_lines:
+            print(f"{cfg.name}: [{done['n']}/{total}] delay sweep at {d:g} ms finished", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rounds = report.RoundsFile(folder / files["rounds"], cfg, fmt=args.rounds_format)
@@ -392,7 +417,7 @@ def _evaluate(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], 
         sweep_seeds = seeds[:args.sweep_seeds]
         sweep = report.delay_sweep(cfg, specs, sweep_delays, sweep_seeds, requests=args.sweep_requests,
                                    level=args.level, on_round=on_round,
-                                   on_point=lambda d: (bar.update(1), bar.set_postfix(delay_ms=d)))
+                                   on_point=on_point)
     bar.close()
     elapsed = time.perf_counter() - t0
     summary = report.build_summary(comp, command=command, sweep=sweep, files=files)
