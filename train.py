@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -336,8 +337,48 @@ def _load_resume(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, 
     return resumed, saved, good, run_dir
 
 
+TRAINING_EXTRA_HINT = 'pip install -e ".[sb3]"'
+"""How to install what train.py needs (torch, stable-baselines3, sb3-contrib): the ``sb3`` extra."""
+
+
+def check_training_extras() -> None:
+    """train.py needs the ``sb3`` extra (torch, stable-baselines3, sb3-contrib), which the main job
+    (evaluate.py) does not: say how to install it instead of a ModuleNotFoundError."""
+    for module in ("torch", "stable_baselines3", "sb3_contrib"):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"{module} is not installed ({type(e).__name__}); train.py needs the training extra: "
+                             f"{TRAINING_EXTRA_HINT} (a CPU-only torch: pip install torch --index-url "
+                             "https://download.pytorch.org/whl/cpu)") from None
+
+
+def rollout_note(algo: str, hyperparams: dict[str, Any], n_envs: int, total: int, start: int) -> str | None:
+    """The note when SB3 will train more steps than ``--total-timesteps`` asks, or None.
+
+    SB3's on-policy algorithms collect whole rollouts of ``n_steps * n_envs`` steps before
+    checking the budget, and the off-policy ones step all ``n_envs`` environments at once, so
+    ``learn(total)`` ends at the first multiple of the rollout (of ``n_envs``) at or above it.
+    """
+    from specstop_gym.training.hyperparams import ALGORITHM_INFO
+
+    if ALGORITHM_INFO[algo].on_policy:
+        unit = int(hyperparams.get("n_steps", 2048)) * n_envs
+        what = f"whole rollouts of n_steps x n_envs = {unit} steps"
+    else:
+        unit = n_envs
+        what = f"steps of all {n_envs} environments at once"
+    todo = total - start
+    trained = -(-todo // unit) * unit
+    if trained == todo:
+        return None
+    return (f"note: --total-timesteps {total}: {algo} trains in {what}, so this run trains {trained} steps "
+            f"(to {start + trained}); pass a multiple of {unit} to train exactly that many")
+
+
 def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     """Check every argument and resolve the run (UsageError with a clear message otherwise)."""
+    check_training_extras()
     from specstop_gym.core.config import ConfigError
     from specstop_gym.evaluation.report import check_writable
     from specstop_gym.scenarios import build_simulator, make_scenario, scenario_names
@@ -394,6 +435,9 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
         check_algorithm_spaces(algo, obs_space, act_space, has_action_masks=has_masks)
     except HyperparamError as e:
         raise UsageError(str(e)) from None
+    note = rollout_note(algo, hyperparams, config.n_envs, config.total_timesteps, ckpt.steps if ckpt else 0)
+    if note:
+        print(note, file=sys.stderr)
     eval_seeds = parse_seeds(config.eval_seeds)
     if saved is not None:
         run_dir = Path(str(config.out))
@@ -682,7 +726,7 @@ def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[st
     wall = time.perf_counter() - t0
     ckpt_cb.model = model  # set by learn(); also when it was interrupted before the first step
     ckpt_path = ckpt_cb.save_checkpoint()
-    history[-1].update(to_steps=int(model.num_timesteps), wall_s=wall, status=status,
+    history[-1].update(to_steps=int(model.num_timesteps), wall_s=wall, status=status, device=str(model.device),
                        steps_per_s=(model.num_timesteps - start_steps) / wall if wall > 0 else None)
     if status == "interrupted":
         report.write_json_atomic(plan.run_dir / "config.json",
