@@ -48,6 +48,7 @@ import dataclasses
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -237,9 +238,14 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
                     raise UsageError(f"--agents: best-fixed-k takes no parameters, got {label!r}")
                 continue
             try:
-                built[label] = build_agent(label, cfg, len(seeds), seeds[0])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    built[label] = build_agent(label, cfg, len(seeds), seeds[0])
             except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
                 raise UsageError(f"--agents {label!r} on scenario {name!r}: {e}") from None
+            for w in caught:  # e.g. a trained model evaluated on another scenario: one line each
+                if issubclass(w.category, UserWarning) and not issubclass(w.category, DeprecationWarning):
+                    print(f"warning: --agents {label}: {w.message}", file=sys.stderr)
         if not any(spec_name(label) == "oracle" for label in labels):  # always run: built and checked here too
             try:
                 built["oracle"] = build_agent("oracle", cfg, len(seeds), seeds[0])

@@ -557,7 +557,8 @@ def run_metadata(plan: Plan) -> dict[str, Any]:
     _, _, fields = scenario_spaces(plan.scenario, plan.level)
     return {"algorithm": plan.algo, "level": plan.level, "env_id": plan.env_id, "scenario": plan.scenario.name,
             "max_draft": plan.scenario.max_draft, "n_states": len([f for f in fields if f.startswith("csi_")]),
-            "observation_fields": fields, "normalize": plan.config.normalize}
+            "observation_fields": fields, "normalize": plan.config.normalize,
+            "scenario_config": plan.scenario.to_dict()}
 
 
 def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num_timesteps: int,
