@@ -60,6 +60,7 @@ from specstop_gym.cli import (
     check_number,
     check_path,
     dataclass_parser,
+    did_you_mean,
     parse_scenario_overrides,
 )
 
@@ -131,8 +132,24 @@ class Args:
 def build_parser(cls: type = Args) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of ``cls`` (help = the field's docstring); the
     epilog is the module docstring after its examples (outputs, trust, exit codes)."""
-    epilog = "\n\n".join((__doc__ or "").split("\n\n")[2:])
+    paragraphs = (__doc__ or "").split("\n\n")
+    epilog = "\n\n".join(["examples:\n" + paragraphs[1], valid_names_help(), *paragraphs[2:]])
     return dataclass_parser(cls, "evaluate.py", __doc__, epilog=epilog)
+
+
+def valid_names_help() -> str:
+    """The scenarios and agents --help lists (from the registries, so always current)."""
+    import textwrap
+
+    from agents.registry import agent_names
+    from specstop_gym.scenarios import scenario_names
+
+    scen = textwrap.fill(", ".join(scenario_names()), 96, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    agents = textwrap.fill(", ".join([*agent_names(), "best-fixed-k", "sb3:PATH"]), 96, initial_indent="  ", break_on_hyphens=False,
+                           subsequent_indent="  ")
+    return (f"scenarios (--scenarios; docs/scenarios.md):\n{scen}\n\nagents (--agents NAME[:key=value,...]; "
+            f"docs/agents.md):\n{agents}")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -208,7 +225,8 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             check_path(flag, value)
     unknown = [s for s in args.scenarios if s not in scenario_names()]
     if unknown:
-        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}; valid scenarios: {', '.join(scenario_names())}")
+        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}{did_you_mean(unknown[0], scenario_names())}; "
+                         f"valid scenarios: {', '.join(scenario_names())}")
     if len(set(args.scenarios)) != len(args.scenarios):
         raise UsageError("--scenarios lists a scenario twice")
     labels = [a.strip() for a in args.agents]
@@ -218,7 +236,8 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
     for label in labels:
         name = spec_name(label)
         if name not in valid_agents and name != "sb3":
-            raise UsageError(f"--agents: unknown agent {name!r}; valid agents: {', '.join(valid_agents)} "
+            raise UsageError(f"--agents: unknown agent {name!r}{did_you_mean(name, valid_agents)}; valid agents: "
+                             f"{', '.join(valid_agents)} "
                              f"(and sb3:PATH for a trained Stable-Baselines3 policy)")
     overrides = resolve_overrides(args)
     configs, prebuilt = [], {}

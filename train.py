@@ -4,8 +4,9 @@
     python train.py --algo MaskablePPO --level token --total-timesteps 300000
     python train.py --scenario qwen-geometric --set channel=constant --set delay_ms=300
     python train.py --algo DQN --hyperparams learning_rate=5e-4 net_arch=[128,128]
-    python train.py --resume runs/SpecStopRound-v0__PPO__0__20250101-120000 --total-timesteps 400000
-    python evaluate.py --agents sb3:runs/<run>/model.zip oracle best-fixed-k ucb-specstop
+    python train.py --out runs/ppo-300ms --set channel=constant --set delay_ms=300 --total-timesteps 100000
+    python train.py --resume runs/ppo-300ms --total-timesteps 200000
+    python evaluate.py --agents sb3:runs/ppo-300ms/model.zip oracle best-fixed-k --set channel=constant --set delay_ms=300
 
 The run folder (``--out``, default ``runs/<env>__<algo>__<seed>__<time>``) holds ``config.json``
 (every resolved setting, the run's status and the sha256 of model.zip), ``model.zip``,
@@ -48,6 +49,7 @@ from specstop_gym.cli import (
     check_count,
     check_path,
     dataclass_parser,
+    did_you_mean,
     parse_scenario_overrides,
     print_error,
     tuples_from_lists,
@@ -115,8 +117,18 @@ class TrainConfig:
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """One flag per TrainConfig field; ``suppress_defaults`` leaves unset flags out of the namespace
     (to tell which flags were given explicitly)."""
-    return dataclass_parser(TrainConfig, "train.py", __doc__, epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
-                            suppress_defaults=suppress_defaults, negatable=("native",))
+    import textwrap
+
+    from specstop_gym.scenarios import scenario_names
+
+    paragraphs = (__doc__ or "").split("\n\n")
+    scen = textwrap.fill(", ".join(scenario_names()), 96, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    names = (f"scenarios (--scenario; docs/scenarios.md):\n{scen}\n\nalgorithms (--algo): PPO, A2C, DQN "
+             "(stable-baselines3), MaskablePPO, RecurrentPPO (sb3-contrib); install: " + TRAINING_EXTRA_HINT)
+    epilog = "\n\n".join(["examples:\n" + paragraphs[1], names, *paragraphs[2:]])
+    return dataclass_parser(TrainConfig, "train.py", __doc__, epilog=epilog, suppress_defaults=suppress_defaults,
+                            negatable=("native",))
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
@@ -415,7 +427,8 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     if len(config.set) > 1000 or len(config.hyperparams) > 1000:
         raise UsageError("at most 1000 --set and --hyperparams items")
     if config.scenario not in scenario_names():
-        raise UsageError(f"unknown scenario {config.scenario!r}; valid: {', '.join(scenario_names())}")
+        raise UsageError(f"--scenario: unknown scenario {config.scenario!r}"
+                         f"{did_you_mean(config.scenario, scenario_names())}; valid: {', '.join(scenario_names())}")
     if saved is not None:
         overrides = dict(_tuples_in(saved["scenario_overrides"]))
     else:
