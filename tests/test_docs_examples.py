@@ -6,7 +6,8 @@ What it does:
   (untagged blocks are output, file formats or trees; a test checks that none holds a command);
 * fails if any block, or any link of those pages, refers to a path outside the repository
   (``../``, absolute paths such as ``/work/...``, links that leave the repository);
-* clones the repository (``git clone`` of this checkout's HEAD) into a temporary folder and runs
+* clones the repository (``git clone`` of this checkout's HEAD, plus its uncommitted edits and
+  untracked files that git does not ignore) into a temporary folder and runs
   every command there, from the clone's root as the README says, with the clone's own package
   (``PYTHONPATH`` = the clone), each one exiting 0. A command either runs or is listed in
   ``SKIP`` with its reason; long ones run on a small budget: the flags of ``budget_flags`` are
@@ -64,13 +65,13 @@ SKIP: list[tuple[str, str]] = [
 """(regex on a command or block, reason): what is not run, and why. Each must match something."""
 
 SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
-    ("docs/training.md", 'PPO("MlpPolicy", "SpecStop-v0").learn(300_000)',
-     'PPO("MlpPolicy", "SpecStop-v0", n_steps=64, batch_size=64, n_epochs=1).learn(64)', "SB3's training budget"),
-    ("docs/training.md", 'DQN("MlpPolicy", "SpecStop-v0").learn(300_000)', 'DQN("MlpPolicy", "SpecStop-v0").learn(64)',
-     "SB3's training budget"),
     ("docs/training.md", 'MaskablePPO("MlpPolicy", "SpecStop-v0").learn(300_000)',
      'MaskablePPO("MlpPolicy", "SpecStop-v0", n_steps=64, batch_size=64, n_epochs=1).learn(64)',
      "sb3-contrib's training budget"),
+    ("docs/training.md", '\nPPO("MlpPolicy", "SpecStop-v0").learn(300_000)',
+     '\nPPO("MlpPolicy", "SpecStop-v0", n_steps=64, batch_size=64, n_epochs=1).learn(64)', "SB3's training budget"),
+    ("docs/training.md", 'DQN("MlpPolicy", "SpecStop-v0").learn(300_000)', 'DQN("MlpPolicy", "SpecStop-v0").learn(64)',
+     "SB3's training budget"),
     ("docs/vector.md", 'PPO("MlpPolicy", venv).learn(100_000)',
      'PPO("MlpPolicy", venv, n_steps=8, batch_size=64, n_epochs=1).learn(64)', "SB3's training budget"),
     ("docs/evaluation.md", "seeds = 16 ", "seeds = 2 ", "the grid file's seeds"),
@@ -81,7 +82,7 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("docs/evaluation.md", "delays_ms = [25.0, 100.0, 400.0, 1600.0]", "delays_ms = [25.0, 400.0]",
      "the grid file's delays"),
 ]
-"""(doc file, old text, new text, what it budgets): edits of a block before it runs."""
+"""(doc file, old text, new text, what it budgets): edits of a block before it runs, in this order."""
 
 PING_LOG = "".join(f"[{1723456789 + 0.2 * i:.6f}] 64 bytes from 192.0.2.1: icmp_seq={i + 1} ttl=57 "
                    f"time={40 + 25 * ((i // 40) % 2) + (i * 7) % 5:.1f} ms\n" for i in range(400))
@@ -350,6 +351,23 @@ def _copy_compiled_kernels(clone: Path) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def _overlay_uncommitted(clone: Path) -> None:
+    """Copy the checkout's uncommitted edits into the clone (modified tracked files and untracked
+    files git does not ignore; deleted files deleted), so that the clone is what committing the
+    working tree would give: a developer tests the docs before committing them."""
+    def git(*args: str) -> list[str]:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+        return [p for p in r.stdout.split("\0") if p]
+
+    for rel in git("ls-files", "-z", "--modified", "--others", "--exclude-standard"):
+        src, dst = ROOT / rel, clone / rel
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    for rel in git("ls-files", "-z", "--deleted"):
+        (clone / rel).unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (ROOT / ".git").exists():
@@ -358,6 +376,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(dest)], capture_output=True,
                        text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
+    _overlay_uncommitted(dest)
     _copy_compiled_kernels(dest)
     return dest
 
