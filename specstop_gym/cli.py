@@ -31,15 +31,15 @@ class UsageError(Exception):
     """An invalid argument: reported without a traceback, exit code 2, nothing run."""
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices`` (difflib, cutoff 0.6), else ``""``.
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` (difflib ratio >= ``cutoff``), else ``""``.
 
     Case and ``_``/``-`` are ignored in the comparison (``Markov_CSI`` -> ``markov-csi``)."""
     import difflib
 
     options = list(choices)
     norm = {c.lower().replace("_", "-"): c for c in options}
-    match = difflib.get_close_matches(str(word).lower().replace("_", "-"), list(norm), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(str(word).lower().replace("_", "-"), list(norm), n=1, cutoff=cutoff)
     return f" (did you mean {norm[match[0]]!r}?)" if match else ""
 
 

@@ -89,7 +89,7 @@ def canonical_algorithm(name: str) -> str:
             return algo
     from ..cli import did_you_mean
 
-    raise HyperparamError(f"unknown algorithm {name!r}{did_you_mean(str(name).upper(), ALGORITHMS)}; valid "
+    raise HyperparamError(f"unknown algorithm {name!r}{did_you_mean(str(name), ALGORITHMS, cutoff=0.75)}; valid "
                           f"algorithms: {', '.join(ALGORITHMS)}")
 
 
