@@ -448,9 +448,6 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
         check_algorithm_spaces(algo, obs_space, act_space, has_action_masks=has_masks)
     except HyperparamError as e:
         raise UsageError(str(e)) from None
-    note = rollout_note(algo, hyperparams, config.n_envs, config.total_timesteps, ckpt.steps if ckpt else 0)
-    if note:
-        print(note, file=sys.stderr)
     eval_seeds = parse_seeds(config.eval_seeds)
     if saved is not None:
         run_dir = Path(str(config.out))
@@ -724,6 +721,9 @@ def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[st
         callbacks.append(PolicyEvalCallback(plan.scenario, plan.eval_seeds, algorithm=plan.algo, level=plan.level,
                                             eval_freq=cfg.eval_freq, csv_path=plan.run_dir / "evaluations.csv",
                                             verbose=1 if cfg.verbose else 0))
+    note = rollout_note(plan.algo, plan.hyperparams, cfg.n_envs, cfg.total_timesteps, start_steps)
+    if note:  # after every check passed: an invalid command still gets its one error line only
+        print(note, file=sys.stderr, flush=True)
     if cfg.verbose:
         what = f"resuming at {start_steps} steps" if plan.checkpoint is not None else "training"
         print(f"{what}: {plan.algo} on {plan.env_id} ({plan.scenario.name}, {cfg.n_envs} envs, "
