@@ -47,20 +47,20 @@ DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")
 
 # --------------------------------------------------------------------------- the tables
 SKIP: list[tuple[str, str]] = [
-    (r"^pip install", "installs packages: the test runs in the environment these lines installed (.ci/run runs "
-                      "the same pip lines)"),
+    (r"^pip install", ("installs packages: the test runs in the environment these lines installed (.ci/run runs "
+                       "the same pip lines)")),
     (r"^python -m pytest", "the test suite itself, which this test is part of"),
     (r"^tensorboard ", "a server that runs until it is stopped"),
     (r"--ray-address", "needs a running Ray cluster's address (tests/test_grid_ray.py starts a two-node one)"),
     (r"--ray\b", "starts a Ray runtime (tests/test_grid_ray.py runs grids on Ray)"),
     (r"rl_zoo3", "RL Baselines3 Zoo training (the zoo extra, minutes); tests/test_rl.py runs the zoo command"),
     (r"sb3:logs/ppo/", "evaluates the model of the RL Baselines3 Zoo run above, which is skipped"),
-    (r"benchmarks/", "a benchmark: a long measurement run by hand (its numbers are in the docs); "
-                     "tests/test_benchmarks.py and tests/test_rl.py run the scripts on tiny budgets"),
-    (r"record_acceptance_trace", "needs a draft and a target Hugging Face model (the record extra) and "
-                                 "downloads; tests/test_recorder.py runs the recorder on tiny models"),
-    (r"agent\.choose_k\(ctx\)", "the agent protocol's synopsis: ctx, tctx and feedback are built by the runner "
-                                "every round (docs/agents.md describes them)"),
+    (r"benchmarks/", ("a benchmark: a long measurement run by hand (its numbers are in the docs); "
+                      "tests/test_benchmarks.py and tests/test_rl.py run most scripts on tiny budgets")),
+    (r"record_acceptance_trace", ("needs a draft and a target Hugging Face model (the record extra) and "
+                                  "downloads; tests/test_recorder.py runs the recorder on tiny models")),
+    (r"agent\.choose_k\(ctx\)", ("the agent protocol's synopsis: ctx, tctx and feedback are built by the runner "
+                                 "every round (docs/agents.md describes them)")),
 ]
 """(regex on a command or block, reason): what is not run, and why. Each must match something."""
 
@@ -141,7 +141,7 @@ def doc_blocks() -> list[Block]:
     blocks = []
     for doc in DOC_FILES:
         text = (ROOT / doc).read_text()
-        for m in re.finditer(r"^[ \t]*```([\w+-]*)[ \t]*\n(.*?)^[ \t]*```", text, flags=re.S | re.M):
+        for m in re.finditer(r"^[ \t]*```([\w+-]*)[ \t]*\n(.*?)^[ \t]*```", text, flags=re.DOTALL | re.MULTILINE):
             line = text.count("\n", 0, m.start()) + 1
             before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
             d = DIRECTIVE.search(before)
@@ -162,7 +162,7 @@ def shell_commands(block: Block) -> list[Command]:
     """A shell block's commands: continuations joined, comments dropped, ``&&`` chains split.
     A block with shell control flow or variables is one command (a script)."""
     body = re.sub(r"\\\n\s*", " ", block.text)
-    if re.search(r"^\s*(for|while|if)\b|\$\w", body, flags=re.M):
+    if re.search(r"^\s*(for|while|if)\b|\$\w", body, flags=re.MULTILINE):
         return [Command(block.where, body.strip(), [], "other")]
     out = []
     for raw in body.splitlines():
@@ -212,7 +212,7 @@ def collect() -> tuple[list[Command], list[tuple[Command, str]], dict[str, str],
         for cmd in cmds:
             reason = None
             for i, (pattern, why) in enumerate(SKIP):
-                if re.search(pattern, cmd.text, flags=re.M):
+                if re.search(pattern, cmd.text, flags=re.MULTILINE):
                     used_skip.add(i)
                     reason = reason or why
             if reason is not None:

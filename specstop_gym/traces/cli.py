@@ -374,8 +374,8 @@ def _fit(a: argparse.Namespace) -> int:
         raise UsageError(f"--states {a.states} / --smooth-ms {a.smooth_ms:g} on {a.trace}: {exc}") from None
     write_channel_json(a.out, fit)
     print(
-        f"{a.out}: {a.states} states, rtt mean ms {[round(x, 2) for x in fit['rtt_mean_ms']]}, "
-        f"generator per ms {fit['generator_per_ms']}"
+        f"{a.out}: {a.states} states, rtt mean ms [{', '.join(f'{x:.1f}' for x in fit['rtt_mean_ms'])}], "
+        f"generator per ms [{', '.join('[' + ', '.join(f'{q:.3g}' for q in row) + ']' for row in fit['generator_per_ms'])}]"
     )
     return 0
 
