@@ -95,7 +95,7 @@ EVAL_SINGLE = ["--seeds", "2", "--requests", "1", "--set", "n_tokens=32", "--swe
                "--sweep-seeds", "1"]
 EVAL_GRID = ["--seeds", "2", "--seed-block", "2", "--requests", "1", "--set", "n_tokens=24"]
 TRAIN = ["--total-timesteps", "256", "--n-envs", "2", "--eval-freq", "0", "--checkpoint-freq", "0",
-         "--eval-seeds", "1000-1001", "--verbose", "1"]
+         "--eval-seeds", "1000", "--verbose", "1"]
 TRAIN_RESUME = ["--total-timesteps", "512", "--eval-freq", "0", "--checkpoint-freq", "0"]
 
 
@@ -106,7 +106,7 @@ def budget_flags(argv: list[str]) -> list[str]:
     job (``python evaluate.py``); a grid from flags: 2 seeds in one block; ``--paper``: its
     ``--quick`` budget in one folder (a grid: the later paper commands reuse its cells); a grid
     file: budgeted in the file (SUBSTITUTIONS). train.py: 256 steps on 2 environments, no
-    periodic evaluation or checkpoints; ``--resume``: to 512 steps.
+    periodic evaluation or checkpoints, one evaluation seed; ``--resume``: to 512 steps.
     """
     if argv[:1] == ["evaluate.py"]:
         if "--paper" in argv:
