@@ -11,7 +11,7 @@
     python evaluate.py --scenarios qwen-geometric drift --grid-delays 25 100 400 --seeds 16 --seed-block 8
 
 Every agent of a scenario faces the same seeds, i.e. the same acceptance draws per round and
-the same channel realisation (SPEC 5). Per scenario the out folder holds ``rounds.parquet`` (one
+the same channel realisation (docs/spec.md, section 5). Per scenario the out folder holds ``rounds.parquet`` (one
 row per round, streamed to disk while the agents run), ``summary.json`` (schema in
 docs/evaluation.md), ``config.json`` (the resolved settings and the run's status: running,
 finished, failed or interrupted) and PNG plots: cumulative regret, per-token latency, chosen k
@@ -48,6 +48,7 @@ import dataclasses
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ from specstop_gym.cli import (
     check_number,
     check_path,
     dataclass_parser,
+    did_you_mean,
     parse_scenario_overrides,
 )
 
@@ -107,7 +109,7 @@ class Args:
     no_plots: bool = False
     """do not draw the PNG plots"""
     paper: bool = False
-    """measure the reference paper's claims (SPEC 7) instead; writes paper.json and paper.md"""
+    """measure the reference paper's claims (docs/paper.md) instead; writes paper.json and paper.md"""
     quick: bool = False
     """with --paper: a reduced budget (seconds; for smoke tests, numbers are noisy)"""
     quiet: bool = False
@@ -130,8 +132,24 @@ class Args:
 def build_parser(cls: type = Args) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of ``cls`` (help = the field's docstring); the
     epilog is the module docstring after its examples (outputs, trust, exit codes)."""
-    epilog = "\n\n".join((__doc__ or "").split("\n\n")[2:])
+    paragraphs = (__doc__ or "").split("\n\n")
+    epilog = "\n\n".join(["examples:\n" + paragraphs[1], valid_names_help(), *paragraphs[2:]])
     return dataclass_parser(cls, "evaluate.py", __doc__, epilog=epilog)
+
+
+def valid_names_help() -> str:
+    """The scenarios and agents --help lists (from the registries, so always current)."""
+    import textwrap
+
+    from agents.registry import agent_names
+    from specstop_gym.scenarios import scenario_names
+
+    scen = textwrap.fill(", ".join(scenario_names()), 96, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    agents = textwrap.fill(", ".join([*agent_names(), "best-fixed-k", "sb3:PATH"]), 96, initial_indent="  ", break_on_hyphens=False,
+                           subsequent_indent="  ")
+    return (f"scenarios (--scenarios; docs/scenarios.md):\n{scen}\n\nagents (--agents NAME[:key=value,...]; "
+            f"docs/agents.md):\n{agents}")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -177,6 +195,10 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
         for s in args.seed_list:
             check_count("--seed-list", s, 0, MAX_SEED)
         seeds = list(dict.fromkeys(args.seed_list))
+        if len(seeds) < len(args.seed_list):
+            dups = sorted({s for s in args.seed_list if args.seed_list.count(s) > 1})
+            print(f"note: --seed-list: duplicate seeds dropped ({', '.join(map(str, dups))}): each seed runs once, "
+                  f"{len(seeds)} seeds", file=sys.stderr)
     else:
         seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
     check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
@@ -189,6 +211,12 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             raise UsageError(f"--sweep-delays: at most 1000 delays, got {len(args.sweep_delays)}")
         for d in args.sweep_delays:
             check_number("--sweep-delays", d, 0.0, MAX_DELAY_MS, "ms")
+            if not d > 0:
+                raise UsageError(f"--sweep-delays: every delay must be > 0 ms (the sweep is drawn on a log axis), "
+                                 f"got {d:g}")
+    if args.quick and not args.paper:
+        raise UsageError("--quick: only with --paper (it selects the paper's reduced budget; a comparison's budget "
+                         "is --seeds and --requests)")
     if len(args.agents) > 64 or any(len(a) > 1000 for a in args.agents):
         raise UsageError("--agents: at most 64 specs of at most 1000 characters each")
     for flag, value in (("--out", args.out), ("--delay-trace", args.delay_trace),
@@ -197,7 +225,8 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
             check_path(flag, value)
     unknown = [s for s in args.scenarios if s not in scenario_names()]
     if unknown:
-        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}; valid scenarios: {', '.join(scenario_names())}")
+        raise UsageError(f"--scenarios: unknown scenario {unknown[0]!r}{did_you_mean(unknown[0], scenario_names())}; "
+                         f"valid scenarios: {', '.join(scenario_names())}")
     if len(set(args.scenarios)) != len(args.scenarios):
         raise UsageError("--scenarios lists a scenario twice")
     labels = [a.strip() for a in args.agents]
@@ -207,7 +236,8 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
     for label in labels:
         name = spec_name(label)
         if name not in valid_agents and name != "sb3":
-            raise UsageError(f"--agents: unknown agent {name!r}; valid agents: {', '.join(valid_agents)} "
+            raise UsageError(f"--agents: unknown agent {name!r}{did_you_mean(name, valid_agents)}; valid agents: "
+                             f"{', '.join(valid_agents)} "
                              f"(and sb3:PATH for a trained Stable-Baselines3 policy)")
     overrides = resolve_overrides(args)
     configs, prebuilt = [], {}
@@ -227,9 +257,14 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
                     raise UsageError(f"--agents: best-fixed-k takes no parameters, got {label!r}")
                 continue
             try:
-                built[label] = build_agent(label, cfg, len(seeds), seeds[0])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    built[label] = build_agent(label, cfg, len(seeds), seeds[0])
             except (ValueError, TypeError, OSError, ImportError, KeyError, OverflowError) as e:
                 raise UsageError(f"--agents {label!r} on scenario {name!r}: {e}") from None
+            for w in caught:  # e.g. a trained model evaluated on another scenario: one line each
+                if issubclass(w.category, UserWarning) and not issubclass(w.category, DeprecationWarning):
+                    print(f"warning: --agents {label}: {w.message}", file=sys.stderr)
         if not any(spec_name(label) == "oracle" for label in labels):  # always run: built and checked here too
             try:
                 built["oracle"] = build_agent("oracle", cfg, len(seeds), seeds[0])
@@ -374,9 +409,24 @@ def _evaluate(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], 
         if counter["rounds"] % 500 == 0:
             bar.set_postfix(rounds=counter["rounds"], refresh=False)
 
+    # without a terminal (CI logs, pipes, nohup) a bar is noise: one line per finished agent instead
+    log_lines = not args.quiet and bar.disable
+    done = {"n": 0}
+
     def on_agent(label: str, seconds: float) -> None:
         bar.update(1)
         bar.set_postfix(last=label, rounds=counter["rounds"])
+        done["n"] += 1
+        if log_lines:
+            print(f"{cfg.name}: [{done['n']}/{total}] {label} finished in {seconds:.1f} s", file=sys.stderr,
+                  flush=True)
+
+    def on_point(d: float) -> None:
+        bar.update(1)
+        bar.set_postfix(delay_ms=d)
+        done["n"] += 1
+        if log_lines:
+            print(f"{cfg.name}: [{done['n']}/{total}] delay sweep at {d:g} ms finished", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     rounds = report.RoundsFile(folder / files["rounds"], cfg, fmt=args.rounds_format)
@@ -392,7 +442,7 @@ def _evaluate(args: Args, cfg: Any, seeds: list[int], prebuilt: dict[str, Any], 
         sweep_seeds = seeds[:args.sweep_seeds]
         sweep = report.delay_sweep(cfg, specs, sweep_delays, sweep_seeds, requests=args.sweep_requests,
                                    level=args.level, on_round=on_round,
-                                   on_point=lambda d: (bar.update(1), bar.set_postfix(delay_ms=d)))
+                                   on_point=on_point)
     bar.close()
     elapsed = time.perf_counter() - t0
     summary = report.build_summary(comp, command=command, sweep=sweep, files=files)

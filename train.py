@@ -4,8 +4,9 @@
     python train.py --algo MaskablePPO --level token --total-timesteps 300000
     python train.py --scenario qwen-geometric --set channel=constant --set delay_ms=300
     python train.py --algo DQN --hyperparams learning_rate=5e-4 net_arch=[128,128]
-    python train.py --resume runs/SpecStopRound-v0__PPO__0__20250101-120000 --total-timesteps 400000
-    python evaluate.py --agents sb3:runs/<run>/model.zip oracle best-fixed-k ucb-specstop
+    python train.py --out runs/ppo-300ms --set channel=constant --set delay_ms=300 --total-timesteps 100000
+    python train.py --resume runs/ppo-300ms --total-timesteps 200000
+    python evaluate.py --agents sb3:runs/ppo-300ms/model.zip oracle best-fixed-k --set channel=constant --set delay_ms=300
 
 The run folder (``--out``, default ``runs/<env>__<algo>__<seed>__<time>``) holds ``config.json``
 (every resolved setting, the run's status and the sha256 of model.zip), ``model.zip``,
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -47,6 +49,7 @@ from specstop_gym.cli import (
     check_count,
     check_path,
     dataclass_parser,
+    did_you_mean,
     parse_scenario_overrides,
     print_error,
     tuples_from_lists,
@@ -114,8 +117,18 @@ class TrainConfig:
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """One flag per TrainConfig field; ``suppress_defaults`` leaves unset flags out of the namespace
     (to tell which flags were given explicitly)."""
-    return dataclass_parser(TrainConfig, "train.py", __doc__, epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
-                            suppress_defaults=suppress_defaults, negatable=("native",))
+    import textwrap
+
+    from specstop_gym.scenarios import scenario_names
+
+    paragraphs = (__doc__ or "").split("\n\n")
+    scen = textwrap.fill(", ".join(scenario_names()), 96, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    names = (f"scenarios (--scenario; docs/scenarios.md):\n{scen}\n\nalgorithms (--algo): PPO, A2C, DQN "
+             "(stable-baselines3), MaskablePPO, RecurrentPPO (sb3-contrib); install: " + TRAINING_EXTRA_HINT)
+    epilog = "\n\n".join(["examples:\n" + paragraphs[1], names, *paragraphs[2:]])
+    return dataclass_parser(TrainConfig, "train.py", __doc__, epilog=epilog, suppress_defaults=suppress_defaults,
+                            negatable=("native",))
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, set[str]]:
@@ -336,8 +349,48 @@ def _load_resume(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, 
     return resumed, saved, good, run_dir
 
 
+TRAINING_EXTRA_HINT = 'pip install -e ".[sb3]"'
+"""How to install what train.py needs (torch, stable-baselines3, sb3-contrib): the ``sb3`` extra."""
+
+
+def check_training_extras() -> None:
+    """train.py needs the ``sb3`` extra (torch, stable-baselines3, sb3-contrib), which the main job
+    (evaluate.py) does not: say how to install it instead of a ModuleNotFoundError."""
+    for module in ("torch", "stable_baselines3", "sb3_contrib"):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"{module} is not installed ({type(e).__name__}); train.py needs the training extra: "
+                             f"{TRAINING_EXTRA_HINT} (a CPU-only torch: pip install torch --index-url "
+                             "https://download.pytorch.org/whl/cpu)") from None
+
+
+def rollout_note(algo: str, hyperparams: dict[str, Any], n_envs: int, total: int, start: int) -> str | None:
+    """The note when SB3 will train more steps than ``--total-timesteps`` asks, or None.
+
+    SB3's on-policy algorithms collect whole rollouts of ``n_steps * n_envs`` steps before
+    checking the budget, and the off-policy ones step all ``n_envs`` environments at once, so
+    ``learn(total)`` ends at the first multiple of the rollout (of ``n_envs``) at or above it.
+    """
+    from specstop_gym.training.hyperparams import ALGORITHM_INFO
+
+    if ALGORITHM_INFO[algo].on_policy:
+        unit = int(hyperparams.get("n_steps", 2048)) * n_envs
+        what = f"whole rollouts of n_steps x n_envs = {unit} steps"
+    else:
+        unit = n_envs
+        what = f"steps of all {n_envs} environments at once"
+    todo = total - start
+    trained = -(-todo // unit) * unit
+    if trained == todo:
+        return None
+    return (f"note: --total-timesteps {total}: {algo} trains in {what}, so this run trains {trained} steps "
+            f"(to {start + trained}); pass a multiple of {unit} to train exactly that many")
+
+
 def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     """Check every argument and resolve the run (UsageError with a clear message otherwise)."""
+    check_training_extras()
     from specstop_gym.core.config import ConfigError
     from specstop_gym.evaluation.report import check_writable
     from specstop_gym.scenarios import build_simulator, make_scenario, scenario_names
@@ -374,7 +427,8 @@ def prepare(config: TrainConfig, explicit: set[str], command: str) -> Plan:
     if len(config.set) > 1000 or len(config.hyperparams) > 1000:
         raise UsageError("at most 1000 --set and --hyperparams items")
     if config.scenario not in scenario_names():
-        raise UsageError(f"unknown scenario {config.scenario!r}; valid: {', '.join(scenario_names())}")
+        raise UsageError(f"--scenario: unknown scenario {config.scenario!r}"
+                         f"{did_you_mean(config.scenario, scenario_names())}; valid: {', '.join(scenario_names())}")
     if saved is not None:
         overrides = dict(_tuples_in(saved["scenario_overrides"]))
     else:
@@ -513,7 +567,8 @@ def run_metadata(plan: Plan) -> dict[str, Any]:
     _, _, fields = scenario_spaces(plan.scenario, plan.level)
     return {"algorithm": plan.algo, "level": plan.level, "env_id": plan.env_id, "scenario": plan.scenario.name,
             "max_draft": plan.scenario.max_draft, "n_states": len([f for f in fields if f.startswith("csi_")]),
-            "observation_fields": fields, "normalize": plan.config.normalize}
+            "observation_fields": fields, "normalize": plan.config.normalize,
+            "scenario_config": plan.scenario.to_dict()}
 
 
 def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num_timesteps: int,
@@ -666,6 +721,9 @@ def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[st
         callbacks.append(PolicyEvalCallback(plan.scenario, plan.eval_seeds, algorithm=plan.algo, level=plan.level,
                                             eval_freq=cfg.eval_freq, csv_path=plan.run_dir / "evaluations.csv",
                                             verbose=1 if cfg.verbose else 0))
+    note = rollout_note(plan.algo, plan.hyperparams, cfg.n_envs, cfg.total_timesteps, start_steps)
+    if note:  # after every check passed: an invalid command still gets its one error line only
+        print(note, file=sys.stderr, flush=True)
     if cfg.verbose:
         what = f"resuming at {start_steps} steps" if plan.checkpoint is not None else "training"
         print(f"{what}: {plan.algo} on {plan.env_id} ({plan.scenario.name}, {cfg.n_envs} envs, "
@@ -682,7 +740,7 @@ def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[st
     wall = time.perf_counter() - t0
     ckpt_cb.model = model  # set by learn(); also when it was interrupted before the first step
     ckpt_path = ckpt_cb.save_checkpoint()
-    history[-1].update(to_steps=int(model.num_timesteps), wall_s=wall, status=status,
+    history[-1].update(to_steps=int(model.num_timesteps), wall_s=wall, status=status, device=str(model.device),
                        steps_per_s=(model.num_timesteps - start_steps) / wall if wall > 0 else None)
     if status == "interrupted":
         report.write_json_atomic(plan.run_dir / "config.json",

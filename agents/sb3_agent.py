@@ -44,6 +44,7 @@ import contextlib
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,12 @@ from specstop_gym.core.config import ScenarioConfig
 
 from .base import Agent, RoundContext, TokenContext
 
-__all__ = ["LoadedPolicy", "SB3Agent", "detect_algorithm", "load_policy", "scenario_spaces"]
+__all__ = ["LoadedPolicy", "SB3Agent", "ScenarioMismatchWarning", "detect_algorithm", "load_policy",
+           "scenario_spaces"]
+
+
+class ScenarioMismatchWarning(UserWarning):
+    """A trained model is evaluated on another scenario (or other settings) than it was trained on."""
 
 ALGORITHMS = ("PPO", "A2C", "DQN", "MaskablePPO", "RecurrentPPO")
 _CHECKPOINT = re.compile(r"^(?P<prefix>.*)_(?P<steps>\d+)_steps\.zip$")
@@ -298,6 +304,7 @@ class SB3Agent(Agent):
             raise ValueError(f"unknown decision level {level!r} in the model's metadata")
         self.level = level
         self._check_spaces(scenario)
+        self._warn_other_scenario(scenario)
         self._obs_fields = fields
         self._conf_idx = fields.index("confidence")
         self._hot = fields.index("position_1")  # the one-hot draft position: position_1..position_K
@@ -315,6 +322,31 @@ class SB3Agent(Agent):
         raise ValueError(f"cannot tell the decision level of the model{where} (action space "
                          f"{self.model.action_space}, scenario max_draft {self.max_draft}); use a model "
                          "written by train.py (it records the level)")
+
+    def _warn_other_scenario(self, scenario: ScenarioConfig) -> None:
+        """A ``ScenarioMismatchWarning`` when the model was trained on another scenario (by name) or
+        with other settings (the fields that differ, from the config train.py stores in the zip;
+        ``requests_per_episode``, ``name``, ``description`` and ``sources`` are not compared). The spaces fit
+        (checked before), so the model runs; whether it transfers is the user's question."""
+        meta = self.policy.meta
+        where = f"{str(self.policy.path)!r}" if self.policy.path else "the model"
+        trained_name = meta.get("scenario")
+        if trained_name and trained_name != scenario.name:
+            warnings.warn(f"{where} was trained on scenario {trained_name!r} and is evaluated on {scenario.name!r}",
+                          ScenarioMismatchWarning, stacklevel=3)
+            return
+        trained_cfg = meta.get("scenario_config")
+        if not isinstance(trained_cfg, dict):
+            return
+        now = json.loads(json.dumps(scenario.to_dict()))  # as stored: tuples become lists
+        skip = {"name", "description", "sources", "requests_per_episode"}
+        diff = [k for k in sorted(set(trained_cfg) | set(now))
+                if k not in skip and trained_cfg.get(k) != now.get(k)]
+        if diff:
+            shown = ", ".join(f"{k} {trained_cfg.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
+            more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+            warnings.warn(f"{where} was trained on scenario {trained_name or scenario.name!r} with other settings "
+                          f"than it is evaluated on: {shown}{more}", ScenarioMismatchWarning, stacklevel=3)
 
     def _check_spaces(self, scenario: ScenarioConfig) -> None:
         obs_space, act_space, fields = scenario_spaces(scenario, self.level)

@@ -31,11 +31,31 @@ class UsageError(Exception):
     """An invalid argument: reported without a traceback, exit code 2, nothing run."""
 
 
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` (difflib ratio >= ``cutoff``), else ``""``.
+
+    Case and ``_``/``-`` are ignored in the comparison (``Markov_CSI`` -> ``markov-csi``)."""
+    import difflib
+
+    options = list(choices)
+    norm = {c.lower().replace("_", "-"): c for c in options}
+    match = difflib.get_close_matches(str(word).lower().replace("_", "-"), list(norm), n=1, cutoff=cutoff)
+    return f" (did you mean {norm[match[0]]!r}?)" if match else ""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, ``prog: error: message (see prog --help)``,
     with exit code 2 (argparse prints the whole usage block first)."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):  # a misspelt flag: suggest the closest one
+            flags = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            for token in message.split(":", 1)[1].split():
+                if token.startswith("--"):
+                    hint = did_you_mean(token.split("=", 1)[0], flags)
+                    if hint:
+                        message += hint
+                        break
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -6,7 +6,7 @@ preset field can be overridden (``gym.make(id, scenario=..., **overrides)``,
 ``--set field=value`` on the command line). See docs/scenarios.md for the
 numbers and their sources; the reference paper's own parameters are not public
 (only its abstract is), so the presets are calibrated to its reported critical
-delays with public hardware and acceptance figures (../shared/CALIBRATION.md).
+delays with public hardware and acceptance figures (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .core.channel import Channel, DriftChannel, IIDChannel, MarkovChannel, Trac
 from .core.config import ConfigError, ScenarioConfig
 from .core.simulator import Simulator
 
-# --- shared calibration (CALIBRATION.md) -------------------------------------------------
+# --- shared calibration (docs/calibration.md) -------------------------------------------------
 _VERIFY = dict(verify_base_ms=16.0, verify_per_token_ms=0.11)
 _SRC_VERIFY = ("verification 16 ms + 0.11 ms/token: linear fit of llama.cpp PR 15131 (RTX 4090, "
                "Llama 8B, k = 2..9), close to llama.cpp PR 14262 on an RTX 3090")
@@ -39,7 +39,7 @@ def _qwen_geometric() -> ScenarioConfig:
         name="qwen-geometric",
         description="Qwen-like pair: geometric acceptance alpha = 0.5, i.i.d. lognormal rtt (mean 150 ms, cv 0.2)",
         sources=(_SRC_QWEN_DRAFT, _SRC_VERIFY, _SRC_PAPER,
-                 "alpha = 0.5 puts the critical delay at 84.6 ms (CALIBRATION.md, derived); modest "
+                 "alpha = 0.5 puts the critical delay at 84.6 ms (docs/calibration.md, derived); modest "
                  "acceptance of small cross-size Qwen pairs: SVIP, arXiv 2411.18462"),
         draft_ms=20.0, **_VERIFY, acceptance="geometric", alpha=0.5,
         channel="iid", delay_ms=150.0, delay_cv=0.2, max_draft=8, n_tokens=256,
@@ -53,7 +53,7 @@ def _llama_heavy_head() -> ScenarioConfig:
                      "i.i.d. lognormal rtt (mean 150 ms, cv 0.2)"),
         sources=(_SRC_LLAMA_DRAFT, _SRC_VERIFY, _SRC_PAPER,
                  "heavy head a_1 = 0.70, a_i = 0.28 puts the critical delay at 110.7 ms "
-                 "(CALIBRATION.md, derived); first-position excess: EAGLE arXiv 2401.15077 Table 2"),
+                 "(docs/calibration.md, derived); first-position excess: EAGLE arXiv 2401.15077 Table 2"),
         draft_ms=16.4, **_VERIFY, acceptance="profile", profile=(0.70, 0.28),
         channel="iid", delay_ms=150.0, delay_cv=0.2, max_draft=8, n_tokens=256,
     )
@@ -108,7 +108,7 @@ def _drift() -> ScenarioConfig:
     )
 
 
-# vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), CALIBRATION.md: unconditional
+# vLLM speculators issue #1135 (Llama-3.2-1B target, 8-token drafts), docs/calibration.md: unconditional
 # acceptance per position on HumanEval 0.837, 0.685, 0.562, 0.460, 0.368, 0.283, 0.217, 0.161 and on chat
 # prompts 0.63, 0.39, 0.24, 0.16; conditional a_i = S_i / S_{i-1} (derived, 3 decimals).
 _CODE_PROFILE = (0.837, 0.818, 0.820, 0.819, 0.800, 0.769, 0.767, 0.742)
@@ -365,7 +365,7 @@ def scenarios_markdown() -> str:
                                                     and not (k.startswith("delay_trace") and c.channel != "trace")
                                                     and not (k.startswith("latent") and c.acceptance != "latent"))]
     lines += ["", "D_c: critical delay below which k = 1 is optimal, `c (1 + S_1 - S_2) / S_2 - verify_base_ms` "
-              "(SPEC 4). k*, rho*: the stationary optimum at the long-run mean rtt (for a trace: the mean over "
+              "([spec §4](spec.md#4-exact-optimal-control-the-oracle)). k*, rho*: the stationary optimum at the long-run mean rtt (for a trace: the mean over "
               "its samples, each counted once); for Markov, drift and trace channels the evaluation's oracle is "
               "state- or time-dependent (docs/model.md)."]
     return "\n".join(lines + details) + "\n"

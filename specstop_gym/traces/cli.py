@@ -4,6 +4,7 @@ Commands::
 
     convert INPUT OUTPUT --format ping|fping|csv|delay [options]   import a measurement log
     summary TRACE [--plot out.png] [--json] [--min-dwell-ms 5000]   statistics (+ plot) of a trace
+                                                       (TRACE: a file, a shipped one, or a preset: trace-starlink)
     fit TRACE [--states 2] --out channel.json                       fit a Markov channel
     verify [--root DIR]                                             check the shipped data's checksums
     manifest [--root DIR]                                           rebuild MANIFEST.json from the files
@@ -275,7 +276,30 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def resolve_trace_arg(path: str) -> str:
+    """The trace a command line names, as evaluate.py accepts it: an existing file as given; else a
+    shipped file by its path under ``traces/`` (``delay/starlink_isl_ping.csv``) or its bare name
+    (``starlink_isl_ping.csv``); else a trace preset's name (``trace-starlink``: its delay trace).
+    Anything else is returned unchanged (the loader then names the missing file)."""
+    if not path or os.path.exists(path):
+        return path
+    from ..core.config import ConfigError
+    from ..scenarios import make_scenario, resolve_data_path, scenario_names
+
+    candidates = [path, f"delay/{path}", f"acceptance/{path}"]
+    if path in scenario_names():
+        cfg = make_scenario(path)
+        candidates = [c for c in (cfg.delay_trace, cfg.acceptance_trace) if c] + candidates
+    for cand in candidates:
+        try:
+            return resolve_data_path(cand)
+        except ConfigError:
+            continue
+    return path
+
+
 def _summary(a: argparse.Namespace) -> int:
+    a.trace = resolve_trace_arg(a.trace)
     if a.trace.endswith(".jsonl"):
         acc = load_acceptance_trace(a.trace)
         k = a.max_draft or acc.max_draft_length
@@ -326,21 +350,22 @@ def _summary(a: argparse.Namespace) -> int:
             f"(median spacing {summ['sample_interval_median_ms'] or 0:.1f} ms), losses {lost}"
         )
         print(
-            f"rtt ms: min {summ['rtt_min_ms']:g}, median {summ['rtt_median_ms']:g}, "
-            f"p95 {summ['rtt_p95_ms']:.4g}, max {summ['rtt_max_ms']:g}, mean {summ['rtt_mean_ms']:.4g} "
-            f"(per sample; time-weighted {summ['rtt_time_weighted_mean_ms']:.4g})"
+            f"rtt ms: min {summ['rtt_min_ms']:.1f}, median {summ['rtt_median_ms']:.1f}, "
+            f"p95 {summ['rtt_p95_ms']:.1f}, max {summ['rtt_max_ms']:.1f}, mean {summ['rtt_mean_ms']:.1f} "
+            f"(per sample; time-weighted {summ['rtt_time_weighted_mean_ms']:.1f})"
         )
         g = summ["gaps"]
-        print(f"gaps (intervals > {g['threshold_ms']:g} ms): {g['count']}, {100 * g['share']:.1f}% of the span")
+        print(f"gaps (intervals > {g['threshold_ms']:.1f} ms): {g['count']}, {100 * g['share']:.1f}% of the span")
         print(f"regime changes ({len(summ['regime_changes'])}):")
         for t, before, after in summ["regime_changes"]:
-            print(f"  t = {t / 1000:.2f} s: {before:g} -> {after:g} ms")
+            print(f"  t = {t / 1000:.1f} s: {before:.1f} -> {after:.1f} ms")
         if a.plot:
             print(f"plot written to {a.plot}")
     return 0
 
 
 def _fit(a: argparse.Namespace) -> int:
+    a.trace = resolve_trace_arg(a.trace)
     trace = _load_delay(a.trace)
     _check_windows(trace, "--smooth-ms", a.smooth_ms / 2, a.smooth_ms / 2)
     try:
@@ -349,8 +374,8 @@ def _fit(a: argparse.Namespace) -> int:
         raise UsageError(f"--states {a.states} / --smooth-ms {a.smooth_ms:g} on {a.trace}: {exc}") from None
     write_channel_json(a.out, fit)
     print(
-        f"{a.out}: {a.states} states, rtt mean ms {[round(x, 2) for x in fit['rtt_mean_ms']]}, "
-        f"generator per ms {fit['generator_per_ms']}"
+        f"{a.out}: {a.states} states, rtt mean ms [{', '.join(f'{x:.1f}' for x in fit['rtt_mean_ms'])}], "
+        f"generator per ms [{', '.join('[' + ', '.join(f'{q:.3g}' for q in row) + ']' for row in fit['generator_per_ms'])}]"
     )
     return 0
 

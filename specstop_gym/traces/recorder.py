@@ -796,7 +796,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m specstop_gym.traces.recorder",
         description=(
-            "Record an acceptance trace (SPEC section 8) by greedy speculative decoding with a "
+            "Record an acceptance trace (docs/spec.md section 8, docs/recorder.md) by greedy speculative decoding with a "
             "draft/target pair of Hugging Face causal LMs. Models are loaded from LOCAL "
             "directories only (AutoModelForCausalLM.from_pretrained(DIR, local_files_only="
             "True)); nothing is downloaded. A hub name works only if it is already in the "

@@ -87,7 +87,10 @@ def canonical_algorithm(name: str) -> str:
     for algo in ALGORITHMS:
         if str(name).strip().lower() == algo.lower():
             return algo
-    raise HyperparamError(f"unknown algorithm {name!r}; valid algorithms: {', '.join(ALGORITHMS)}")
+    from ..cli import did_you_mean
+
+    raise HyperparamError(f"unknown algorithm {name!r}{did_you_mean(str(name), ALGORITHMS, cutoff=0.75)}; valid "
+                          f"algorithms: {', '.join(ALGORITHMS)}")
 
 
 # --------------------------------------------------------------------------------------------
