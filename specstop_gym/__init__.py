@@ -38,6 +38,15 @@ def register_envs() -> None:
 register_envs()
 
 from .core.config import ConfigError, ScenarioConfig  # noqa: E402
-from .scenarios import make_scenario, scenario_names  # noqa: E402
+
+
+def __getattr__(name: str):  # PEP 562: the scenarios module is imported on first use, so that
+    # ``python -m specstop_gym.scenarios`` (the older form of ``python -m specstop_gym scenarios``)
+    # runs without runpy's "found in sys.modules ... prior to execution" RuntimeWarning
+    if name in ("make_scenario", "scenario_names"):
+        from . import scenarios
+
+        return getattr(scenarios, name)
+    raise AttributeError(f"module 'specstop_gym' has no attribute {name!r}")
 
 __all__ = ["ENV_IDS", "ConfigError", "ScenarioConfig", "make_scenario", "register_envs", "scenario_names"]

@@ -370,3 +370,9 @@ def scenarios_markdown() -> str:
               "state- or time-dependent (docs/model.md)."]
     return "\n".join(lines + details) + "\n"
 
+
+
+if __name__ == "__main__":  # the older form of ``python -m specstop_gym scenarios``
+    from specstop_gym.__main__ import main as _main
+
+    raise SystemExit(_main(["scenarios", *__import__("sys").argv[1:]]))

@@ -28,3 +28,10 @@ def test_usage_errors_exit_2_on_one_line() -> None:
         r = run(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.splitlines()[-1].startswith("python -m specstop_gym: error:")
+
+
+def test_the_older_module_form_prints_the_same_page_without_warnings() -> None:
+    r = subprocess.run([sys.executable, "-W", "default", "-m", "specstop_gym.scenarios"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120, check=False)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout == (ROOT / "docs" / "scenarios.md").read_text()
