@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(cfg.repeats):
             s = run(extra, Path(tmp) / f"serial{i}")
             r = run(["--ray", *extra], Path(tmp) / f"ray{i}")
+            if set(cells(s["summary"])) != set(cells(r["summary"])):
+                raise SystemExit("bench_grid.py: error: the serial and Ray runs have different cell keys: the code "
+                                 "changed between them (a cell's key includes the code version); run the benchmark "
+                                 "on a checkout nobody edits meanwhile")
             same = all(a["summary"] == b["summary"] and a["stats"] == b["stats"]
                        for a, b in zip(s["summary"]["cells"], r["summary"]["cells"]))
             firsts = worker_startup(r["summary"], s["summary"])
