@@ -237,3 +237,26 @@ def test_planner_needs_every_request_start() -> None:
     k0 = planner.k([0], [0], [0.0], [0.0])
     assert k0.shape == (1,) and 1 <= k0[0] <= 2
     assert planner.k([0], [1], [40.0], [0.0]).shape == (1,)
+
+
+def test_results_record_the_oracle_without_its_solve_timings() -> None:
+    """summary.json must be the same on every run and backend: the oracle's description keeps its
+    solve times (benchmarks read them), the recorded one does not."""
+    from specstop_gym.evaluation.runner import TIMING_KEYS
+
+    def keys(d):
+        if isinstance(d, dict):
+            for k, v in d.items():
+                yield k
+                yield from keys(v)
+        elif isinstance(d, list):
+            for v in d:
+                yield from keys(v)
+
+    for preset in ("drift", "trace-nr5g"):
+        sc = make_scenario(preset, requests_per_episode=2, n_tokens=32)
+        agent = make_agent("oracle", sc, n_runs=2)
+        run = run_agent(agent, sc, [0, 1])
+        assert TIMING_KEYS & set(keys(agent.describe()))  # the agent still reports them
+        assert not TIMING_KEYS & set(keys(run.description))
+        assert run.description["per_request"]["continuation"] == agent.describe()["per_request"]["continuation"]

@@ -153,8 +153,24 @@ def run_agent(agent: Any, scenario: ScenarioConfig, seeds: Iterable[int], *, lev
         total_time[group] = sim.episode_time_ms
         total_tokens[group] = sim.episode_tokens
     columns, stats = rec.finish() if own else (None, None)
-    return AgentRun(agent=getattr(agent, "name", str(agent)), description=agent.describe(), seeds=seeds,
-                    columns=columns, total_time_ms=total_time, total_tokens=total_tokens, stats=stats)
+    return AgentRun(agent=getattr(agent, "name", str(agent)), description=recorded_description(agent.describe()),
+                    seeds=seeds, columns=columns, total_time_ms=total_time, total_tokens=total_tokens, stats=stats)
+
+
+TIMING_KEYS = frozenset({"solve_s", "cpu_s", "per_run_cpu_s", "cpu_pilot_s", "cpu_coarse_s", "cpu_backward_s",
+                         "cpu_check_s"})
+"""Keys of the oracles' descriptions that hold wall-clock or CPU seconds of their solves."""
+
+
+def recorded_description(description: Any) -> Any:
+    """An agent's description as results record it: without the solve timings (:data:`TIMING_KEYS`,
+    at any depth), so that the same seeds give the same summary.json on every run and backend.
+    ``agent.describe()`` itself keeps them (benchmarks/bench_oracle.py reads them there)."""
+    if isinstance(description, dict):
+        return {k: recorded_description(v) for k, v in description.items() if k not in TIMING_KEYS}
+    if isinstance(description, list):
+        return [recorded_description(v) for v in description]
+    return description
 
 
 def run_best_fixed_k(scenario: ScenarioConfig, seeds: Iterable[int], *, max_rounds: int | None = None,
