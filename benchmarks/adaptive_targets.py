@@ -22,6 +22,7 @@ Sections (``--sections``):
 
     python benchmarks/adaptive_targets.py
     python benchmarks/adaptive_targets.py --sections final-k --final_agents ucb-specstop ucb-specstop:bound=hoeffding
+    python benchmarks/adaptive_targets.py --sections final-k --final_first_seed 64 --final_agents ucb-specstop
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class Config:
     """Constant delay of the final-k count."""
     final_seeds: int = 64
     """Runs of the final-k count."""
+    final_first_seed: int = 0
+    """First seed of the final-k count (seeds final_first_seed .. final_first_seed + final_seeds - 1), e.g. 64 for
+    a seed set disjoint from the default one."""
     final_requests: int = 8
     """Requests per run of the final-k count (the --paper grid's)."""
     final_window: int = 100
@@ -168,7 +172,7 @@ def final_k(cfg: Config) -> dict[str, Any]:
     sc = make_scenario(cfg.final_preset, channel="constant", delay_ms=cfg.final_delay_ms,
                        requests_per_episode=cfg.final_requests)
     k_star = stationary_reference(sc)[0]
-    seeds = list(range(cfg.final_seeds))
+    seeds = list(range(cfg.final_first_seed, cfg.final_first_seed + cfg.final_seeds))
     comp = run_comparison(sc, [*_known(cfg.final_agents), "oracle"], seeds)
     o = comp.latency("oracle")
     rows = {}
@@ -183,7 +187,8 @@ def final_k(cfg: Config) -> dict[str, Any]:
         rows[s] = {"end_at_k_star": int((ends_arr == k_star).sum()), "runs": len(seeds),
                    "end_k_counts": {int(v): int((ends_arr == v).sum()) for v in np.unique(ends_arr)},
                    "gap_pct": _ci((lat - o) / o * 100.0), "worst_gap_pct": float(((lat - o) / o * 100.0).max())}
-    return {"preset": cfg.final_preset, "delay_ms": cfg.final_delay_ms, "k_star": int(k_star), "agents": rows}
+    return {"preset": cfg.final_preset, "delay_ms": cfg.final_delay_ms, "k_star": int(k_star), "seeds": [seeds[0], seeds[-1]],
+            "agents": rows}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -212,7 +217,8 @@ def markdown(result: dict[str, Any]) -> str:
     if "final-k" in result:
         f = result["final-k"]
         lines += [(f"final-k: {f['preset']} at {f['delay_ms']:g} ms (k* = {f['k_star']}), "
-                   f"{cfg['final_seeds']} runs of {cfg['final_requests']} requests: runs whose most frequent k over "
+                   f"{cfg['final_seeds']} runs (seeds {f['seeds'][0]}..{f['seeds'][1]}) of {cfg['final_requests']} requests: "
+                   "runs whose most frequent k over "
                    f"the last {cfg['final_window']} rounds is k*"), "",
                   "| agent | end at k* | final k (runs) | gap to oracle % | worst run % |", "|---|---|---|---|---|"]
         for s, r in f["agents"].items():
@@ -225,7 +231,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 2, "drift_requests": 1, "csi_requests": 1, "switch_requests": 1,
-                                                       "final_delay_ms": 0.0, "final_seeds": 1, "final_requests": 1,
+                                                       "final_delay_ms": 0.0, "final_seeds": 1, "final_first_seed": 0,
+                                                       "final_requests": 1,
                                                        "final_window": 1})
     bad = [s for s in cfg.sections if s not in SECTIONS]
     if bad:

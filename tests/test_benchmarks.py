@@ -165,12 +165,13 @@ def test_adaptive_targets_script_runs_every_section(capsys) -> None:
     out = mod.main(["--sections", "markov", "switch", "final-k", "--seeds", "2", "--csi_requests", "1",
                     "--markov_presets", "markov-csi", "--markov_agents", "contextual-ucb",
                     "--switch_agents", "ts-specstop:window=50", "--switch_requests", "1", "--final_seeds", "2", "--final_requests", "1",
-                    "--final_agents", "ucb-specstop"])
+                    "--final_agents", "ucb-specstop", "--final_first_seed", "5"])
     for sec in ("markov", "switch"):
         for blk in out[sec]:
             assert blk["agents"]["oracle"]["gap_pct"]["mean"] == 0.0
     assert 0 <= out["final-k"]["agents"]["ucb-specstop"]["end_at_k_star"] <= 2
-    assert "end at k*" in capsys.readouterr().out
+    assert out["final-k"]["seeds"] == [5, 6]  # --final_first_seed: seeds 5..6
+    assert "(seeds 5..6)" in capsys.readouterr().out
 
 
 def test_baseline_sensitivity_applies_overrides(capsys) -> None:
@@ -195,6 +196,7 @@ def test_baseline_sensitivity_applies_overrides(capsys) -> None:
     ("regret_shape", ["--seeds", "0"], "--seeds"),
     ("delay_tracker", ["--runs", "0"], "--runs"),
     ("adaptive_targets", ["--final_seeds", "0"], "--final_seeds"),
+    ("adaptive_targets", ["--final_first_seed", "-1"], "--final_first_seed"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:
