@@ -51,7 +51,9 @@ class Config:
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     """Which measurements to run: drift, markov, switch, final-k."""
     seeds: int = 16
-    """Seeds 0..seeds-1 of the drift, markov and switch comparisons."""
+    """Seeds of the drift, markov and switch comparisons (first_seed .. first_seed + seeds - 1)."""
+    first_seed: int = 0
+    """First seed of the drift, markov and switch comparisons (e.g. 16 for seeds disjoint from the default)."""
     drift_agents: list[str] = field(default_factory=lambda: ["ucb-specstop", "ts-specstop", "local-oracle"])
     """Agents on the drift variants (best-fixed-k, the first level's static k and the oracle are added;
     names the registry does not know are skipped)."""
@@ -88,6 +90,10 @@ class Config:
     """Agents of the final-k count."""
     out: str = ""
     """Optional JSON file for every number."""
+
+
+def _seeds(cfg: Config) -> list[int]:
+    return list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
 
 def _ci(x: np.ndarray) -> dict[str, float]:
@@ -143,7 +149,7 @@ def drift(cfg: Config) -> list[dict[str, Any]]:
         surv = build_acceptance(sc).survival(sc.max_draft)
         assert sc.drift_schedule is not None
         k1 = optimal_k_for_costs(surv, sc.marginal_cost_ms, sc.drift_schedule[0][1] + sc.verify_base_ms)[0]
-        res = _compare(sc, [*cfg.drift_agents, f"static-k:k={k1}"], list(range(cfg.seeds)))
+        res = _compare(sc, [*cfg.drift_agents, f"static-k:k={k1}"], _seeds(cfg))
         res["agents"] = {("static k* of the first level" if a == f"static-k:k={k1}" else a): v
                          for a, v in res["agents"].items()}
         res["variant"] = f"{tag} (static k = {k1})"
@@ -155,7 +161,7 @@ def markov(cfg: Config) -> list[dict[str, Any]]:
     out = []
     for name in cfg.markov_presets:
         sc = make_scenario(name, requests_per_episode=cfg.csi_requests)
-        res = _compare(sc, cfg.markov_agents, list(range(cfg.seeds)))
+        res = _compare(sc, cfg.markov_agents, _seeds(cfg))
         res["preset"] = name
         out.append(res)
     return out
@@ -163,7 +169,7 @@ def markov(cfg: Config) -> list[dict[str, Any]]:
 
 def switch(cfg: Config) -> list[dict[str, Any]]:
     sc = make_scenario("prompt-switch", requests_per_episode=cfg.switch_requests)
-    res = _compare(sc, cfg.switch_agents, list(range(cfg.seeds)))
+    res = _compare(sc, cfg.switch_agents, _seeds(cfg))
     res["preset"] = "prompt-switch"
     return [res]
 
@@ -199,7 +205,8 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         blocks = result[key]
         specs = list(blocks[0]["agents"])
-        lines += [(f"{key}: gap to the oracle, % (mean ± 95% CI over {cfg['seeds']} seeds); oracle: "
+        lines += [(f"{key}: gap to the oracle, % (mean ± 95% CI over {cfg['seeds']} seeds, "
+                   f"{cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}); oracle: "
                    f"{blocks[0]['oracle']}"), "",
                   f"| {title} | " + " | ".join(f"`{s}`" for s in specs if s != "oracle") + " |",
                   "|---|" + "---|" * (len(specs) - 1)]
@@ -230,7 +237,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 2, "drift_requests": 1, "csi_requests": 1, "switch_requests": 1,
+    cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 2, "first_seed": 0, "drift_requests": 1, "csi_requests": 1, "switch_requests": 1,
                                                        "final_delay_ms": 0.0, "final_seeds": 1, "final_first_seed": 0,
                                                        "final_requests": 1,
                                                        "final_window": 1})

@@ -162,7 +162,7 @@ def test_adaptive_targets_script_runs_every_section(capsys) -> None:
     variants = mod.drift_variants()  # the drift section runs the path-DP oracle: too slow for a test
     assert [tag for tag, _ in variants] == ["step, 40 ms first", "step, 400 ms first", "linear, 40 ms first"]
     assert variants[1][1]["drift_schedule"] == ((0.0, 400.0), (20000.0, 40.0))
-    out = mod.main(["--sections", "markov", "switch", "final-k", "--seeds", "2", "--csi_requests", "1",
+    out = mod.main(["--sections", "markov", "switch", "final-k", "--seeds", "2", "--first_seed", "3", "--csi_requests", "1",
                     "--markov_presets", "markov-csi", "--markov_agents", "contextual-ucb",
                     "--switch_agents", "ts-specstop:window=50", "--switch_requests", "1", "--final_seeds", "2", "--final_requests", "1",
                     "--final_agents", "ucb-specstop", "--final_first_seed", "5"])
@@ -171,7 +171,8 @@ def test_adaptive_targets_script_runs_every_section(capsys) -> None:
             assert blk["agents"]["oracle"]["gap_pct"]["mean"] == 0.0
     assert 0 <= out["final-k"]["agents"]["ucb-specstop"]["end_at_k_star"] <= 2
     assert out["final-k"]["seeds"] == [5, 6]  # --final_first_seed: seeds 5..6
-    assert "(seeds 5..6)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(seeds 5..6)" in printed and "over 2 seeds, 3..4)" in printed
 
 
 def test_baseline_sensitivity_applies_overrides(capsys) -> None:
@@ -197,6 +198,7 @@ def test_baseline_sensitivity_applies_overrides(capsys) -> None:
     ("delay_tracker", ["--runs", "0"], "--runs"),
     ("adaptive_targets", ["--final_seeds", "0"], "--final_seeds"),
     ("adaptive_targets", ["--final_first_seed", "-1"], "--final_first_seed"),
+    ("adaptive_targets", ["--first_seed", "-1"], "--first_seed"),
 ])
 def test_benchmarks_reject_out_of_range_settings_naming_the_flag(script: str, argv: list[str], flag: str,
                                                                   capsys) -> None:
