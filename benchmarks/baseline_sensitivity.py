@@ -50,7 +50,9 @@ class Config:
     delays_ms: list[float] = field(default_factory=lambda: list(_BUDGET.grid_delays_ms))
     """Constant delays (ms)."""
     seeds: int = _BUDGET.seeds
-    """Seeds 0..seeds-1 (common random numbers)."""
+    """Seeds first_seed .. first_seed + seeds - 1 (common random numbers)."""
+    first_seed: int = 0
+    """First seed (e.g. 8 for seeds disjoint from the --paper run's 0..7)."""
     requests: int = _BUDGET.grid_requests
     """Requests per run."""
     n_tokens: int = 256
@@ -84,7 +86,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 def measure(cfg: Config) -> dict[str, Any]:
     """Every spec at every (preset, delay): latency, gap to the oracle and the reference's advantage."""
     specs = list(dict.fromkeys([*cfg.agents, cfg.reference, "oracle"]))
-    seeds = list(range(cfg.seeds))
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     points = []
     overrides = _overrides(cfg.set)
     for preset in cfg.presets:
@@ -133,7 +135,7 @@ def markdown(result: dict[str, Any], metrics: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 1, "requests": 1, "n_tokens": 1, "delays_ms": 0.0})
+    cfg = parse_config(Config, __doc__, argv, minimum={"seeds": 1, "first_seed": 0, "requests": 1, "n_tokens": 1, "delays_ms": 0.0})
     bad = [m for m in cfg.metrics if m not in METRICS]
     if bad or cfg.level not in ("round", "token"):
         import argparse
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = measure(cfg)
     result["wall_s"] = time.perf_counter() - t0
     print(markdown(result, cfg.metrics))
-    print(f"{cfg.seeds} seeds, {cfg.requests} requests x {cfg.n_tokens} tokens, {cfg.level} level; "
+    print(f"{cfg.seeds} seeds ({cfg.first_seed}..{cfg.first_seed + cfg.seeds - 1}), {cfg.requests} requests x {cfg.n_tokens} tokens, {cfg.level} level; "
           f"{result['wall_s']:.0f} s")
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(result, indent=1))

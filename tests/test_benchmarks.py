@@ -96,6 +96,14 @@ def test_baseline_sensitivity_reports_every_spec_at_every_point(capsys) -> None:
         assert p["agents"]["oracle"]["gap"]["mean"] == 0.0 and p["agents"]["ucb-specstop"]["advantage"]["mean"] == 0.0
         assert all(_positive(a["latency"]["mean"]) for a in p["agents"].values())
     assert "`specdec++:threshold=0.3`" in capsys.readouterr().out
+    # --first_seed: seeds 0 and 1 taken one at a time average to the two-seed run (common random numbers;
+    # ucb-specstop draws nothing of its own, so a run does not depend on the batch)
+    one = [_bench("baseline_sensitivity").main(["--presets", "qwen-geometric", "--delays_ms", "50", "--seeds", "1",
+                                                "--first_seed", str(f), "--requests", "1", "--n_tokens", "32",
+                                                "--agents", "static-k"])["points"][0]["agents"]["ucb-specstop"]["latency"]["mean"]
+           for f in (0, 1)]
+    assert np.mean(one) == pytest.approx(out["points"][0]["agents"]["ucb-specstop"]["latency"]["mean"], rel=1e-12)
+    assert one[0] != one[1] and "1 seeds (1..1)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         _bench("baseline_sensitivity").main(["--metrics", "speed"])
     assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
@@ -192,6 +200,7 @@ def test_baseline_sensitivity_applies_overrides(capsys) -> None:
     ("bench_ppo_fps", ["--n_envs", "-1"], "--n_envs"),
     ("bench_scale", ["--repeats", "0"], "--repeats"),
     ("baseline_sensitivity", ["--seeds", "0"], "--seeds"),
+    ("baseline_sensitivity", ["--first_seed", "-1"], "--first_seed"),
     ("bench_oracle", ["--requests", "0"], "--requests"),
     ("oracle_scope", ["--seeds", "1"], "--seeds"),
     ("regret_shape", ["--seeds", "0"], "--seeds"),
