@@ -173,13 +173,32 @@ def resolve_overrides(args: Args) -> dict[str, Any]:
     return ov
 
 
+def resolve_seeds(args: Args) -> list[int]:
+    """The seeds of a run: ``--seed-list`` (each checked; duplicates run once, with a note naming the
+    flag) or ``0..--seeds-1``. Shared by plain runs and grids built from flags."""
+    from specstop_gym.cli import MAX_SEED, MAX_SEEDS
+
+    if not args.seed_list:
+        return list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
+    if len(args.seed_list) > MAX_SEEDS:
+        raise UsageError(f"--seed-list: at most {MAX_SEEDS} seeds, got {len(args.seed_list)}")
+    for s in args.seed_list:
+        check_count("--seed-list", s, 0, MAX_SEED)
+    seeds = list(dict.fromkeys(args.seed_list))
+    if len(seeds) < len(args.seed_list):
+        dups = sorted({s for s in args.seed_list if args.seed_list.count(s) > 1})
+        print(f"note: --seed-list: duplicate seeds dropped ({', '.join(map(str, dups))}): each seed runs once, "
+              f"{len(seeds)} seeds", file=sys.stderr)
+    return seeds
+
+
 def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]], Path]:
     """Check every argument before any work: scenarios, overrides, traces, agents, output folder.
 
     Returns (scenario configs, seeds, prebuilt agents per scenario, output folder).
     """
     from agents.registry import agent_names
-    from specstop_gym.cli import MAX_SEED, MAX_SEEDS
+    from specstop_gym.cli import MAX_SEEDS
     from specstop_gym.core.config import BOUNDS, MAX_DELAY_MS, ConfigError
     from specstop_gym.evaluation.report import BEST_FIXED_K, build_agent, check_writable, spec_name
     from specstop_gym.scenarios import (
@@ -189,18 +208,7 @@ def validate(args: Args) -> tuple[list[Any], list[int], dict[str, dict[str, Any]
         scenario_names,
     )
 
-    if args.seed_list:
-        if len(args.seed_list) > MAX_SEEDS:
-            raise UsageError(f"--seed-list: at most {MAX_SEEDS} seeds, got {len(args.seed_list)}")
-        for s in args.seed_list:
-            check_count("--seed-list", s, 0, MAX_SEED)
-        seeds = list(dict.fromkeys(args.seed_list))
-        if len(seeds) < len(args.seed_list):
-            dups = sorted({s for s in args.seed_list if args.seed_list.count(s) > 1})
-            print(f"note: --seed-list: duplicate seeds dropped ({', '.join(map(str, dups))}): each seed runs once, "
-                  f"{len(seeds)} seeds", file=sys.stderr)
-    else:
-        seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
+    seeds = resolve_seeds(args)
     check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
     if args.rounds is not None:
         check_count("--rounds", args.rounds, 1, 10**9)
@@ -564,7 +572,7 @@ def validate_grid(args: Args) -> tuple[Any, list[Any], str, Path]:
     availability and the output folder. Returns (grid, cells, code key, output folder)."""
     import importlib.util
 
-    from specstop_gym.cli import MAX_SEED, MAX_SEEDS
+    from specstop_gym.cli import MAX_SEEDS
     from specstop_gym.core.config import BOUNDS, MAX_DELAY_MS
     from specstop_gym.evaluation.cell import code_key
     from specstop_gym.evaluation.grid import expand, grid_from_flags, load_grid
@@ -609,14 +617,7 @@ def validate_grid(args: Args) -> tuple[Any, list[Any], str, Path]:
         grid = load_grid(args.grid)
         default_out = Path("results") / grid.name
     else:
-        if args.seed_list:
-            if len(args.seed_list) > MAX_SEEDS:
-                raise UsageError(f"--seed-list: at most {MAX_SEEDS} seeds, got {len(args.seed_list)}")
-            for s in args.seed_list:
-                check_count("--seed-list", s, 0, MAX_SEED)
-            seeds = list(dict.fromkeys(args.seed_list))
-        else:
-            seeds = list(range(check_count("--seeds", args.seeds, 1, MAX_SEEDS)))
+        seeds = resolve_seeds(args)
         check_count("--requests", args.requests, 1, int(BOUNDS["requests_per_episode"].hi))
         if args.rounds is not None:
             check_count("--rounds", args.rounds, 1, 10**9)

@@ -235,3 +235,11 @@ def test_train_misspellings_get_a_suggestion(trained: tuple[Path, str], capsys) 
         assert train.main([*argv, "--out", str(out.parent / "x")]) == 2
         assert hint in one_error_line(capsys.readouterr().err, "train.py")
     assert not (out.parent / "x").exists()
+
+
+def test_duplicate_seeds_of_a_grid_from_flags_get_the_same_note(evaluate, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid"
+    assert evaluate.main(["--grid-delays", "50", "--seed-list", "2", "2", "--agents", "static-k", "--quiet",
+                          "--requests", "1", "--set", "n_tokens=16", "--no-plots", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"note: --seed-list: duplicate seeds dropped \(2\).*1 seeds", err), err
