@@ -51,14 +51,6 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture()
-def evaluate_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(ROOT))
-    import evaluate
-
-    return evaluate
-
-
 # --------------------------------------------------------------------------- outputs
 def read_rounds(path: Path) -> list[dict]:
     from specstop_gym.dataset import read_dataset

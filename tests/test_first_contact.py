@@ -13,32 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--requests", "1", "--set", "n_tokens=16", "--no-sweep", "--no-plots"]
 
 
-@pytest.fixture()
-def evaluate(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(ROOT))
-    import evaluate as module
-
-    return module
-
-
-def one_error_line(err: str, prog: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 # --------------------------------------------------------------------------- point 3: refused up front
 @pytest.mark.parametrize("values", [["0"], ["100", "0"], ["-5"]])
-def test_bad_sweep_delay_is_refused_before_any_work(evaluate, tmp_path: Path, capsys, values: list[str]) -> None:
+def test_bad_sweep_delay_is_refused_before_any_work(evaluate_module, tmp_path: Path, capsys, values: list[str]) -> None:
     out = tmp_path / "run"
-    assert evaluate.main(["--sweep-delays", *values, "--out", str(out)]) == 2
-    line = one_error_line(capsys.readouterr().err, "evaluate.py")
+    assert evaluate_module.main(["--sweep-delays", *values, "--out", str(out)]) == 2
+    line = one_line_error(capsys.readouterr().err, "evaluate.py")
     assert "--sweep-delays" in line
     assert not out.exists()  # no empty output folder
 
@@ -51,21 +37,21 @@ def test_train_without_the_sb3_extra_says_how_to_install_it(tmp_path: Path) -> N
                         "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120,
                        check=False)
     assert r.returncode == 2, r.stderr
-    line = one_error_line(r.stderr, "train.py")
+    line = one_line_error(r.stderr, "train.py")
     assert 'pip install -e ".[sb3]"' in line and "stable_baselines3" in line
     assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- point 4: no silent surprises
-def test_quick_without_paper_is_an_error(evaluate, tmp_path: Path, capsys) -> None:
-    assert evaluate.main(["--quick", "--out", str(tmp_path / "run")]) == 2
-    assert "--quick" in one_error_line(capsys.readouterr().err, "evaluate.py")
+def test_quick_without_paper_is_an_error(evaluate_module, tmp_path: Path, capsys) -> None:
+    assert evaluate_module.main(["--quick", "--out", str(tmp_path / "run")]) == 2
+    assert "--quick" in one_line_error(capsys.readouterr().err, "evaluate.py")
     assert not (tmp_path / "run").exists()
 
 
-def test_duplicate_seeds_run_once_with_a_note_naming_the_flag(evaluate, tmp_path: Path, capsys) -> None:
+def test_duplicate_seeds_run_once_with_a_note_naming_the_flag(evaluate_module, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    assert evaluate.main(["--seed-list", "3", "1", "3", "--agents", "static-k", "--quiet", *TINY,
+    assert evaluate_module.main(["--seed-list", "3", "1", "3", "--agents", "static-k", "--quiet", *TINY,
                           "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert re.search(r"note: --seed-list: duplicate seeds dropped \(3\).*2 seeds", err), err
@@ -73,9 +59,9 @@ def test_duplicate_seeds_run_once_with_a_note_naming_the_flag(evaluate, tmp_path
     assert summary["seeds"] == [3, 1]
 
 
-def test_progress_without_a_terminal_is_one_line_per_finished_step(evaluate, tmp_path: Path, capsys) -> None:
+def test_progress_without_a_terminal_is_one_line_per_finished_step(evaluate_module, tmp_path: Path, capsys) -> None:
     """stderr is captured here (not a terminal): no bar, one plain line per agent and sweep point."""
-    assert evaluate.main(["--seeds", "1", "--agents", "static-k", "heuristic", "--requests", "1", "--set",
+    assert evaluate_module.main(["--seeds", "1", "--agents", "static-k", "heuristic", "--requests", "1", "--set",
                           "n_tokens=16", "--sweep-delays", "50", "--sweep-seeds", "1", "--no-plots",
                           "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
@@ -85,12 +71,12 @@ def test_progress_without_a_terminal_is_one_line_per_finished_step(evaluate, tmp
         "qwen-geometric: [3/4] heuristic finished", "qwen-geometric: [4/4] delay sweep at 50 ms finished"]
     assert "\r" not in err
     # --quiet: nothing
-    assert evaluate.main(["--seeds", "1", "--agents", "static-k", "--quiet", *TINY,
+    assert evaluate_module.main(["--seeds", "1", "--agents", "static-k", "--quiet", *TINY,
                           "--out", str(tmp_path / "quiet")]) == 0
     assert "finished" not in capsys.readouterr().err
 
 
-def test_rounds_table_size_of_the_default_run_is_documented(evaluate) -> None:
+def test_rounds_table_size_of_the_default_run_is_documented(evaluate_module) -> None:
     """docs/evaluation.md states the default run's rounds.parquet size (measured); evaluate.py's
     own estimate of that table (its free-space check) brackets the documented size."""
     doc = (ROOT / "docs" / "evaluation.md").read_text()
@@ -99,10 +85,10 @@ def test_rounds_table_size_of_the_default_run_is_documented(evaluate) -> None:
     documented = float(m.group(1)) * 1e6
     from specstop_gym.scenarios import make_scenario
 
-    args = evaluate.Args()
+    args = evaluate_module.Args()
     cfg = make_scenario(args.scenarios[0], requests_per_episode=args.requests)
-    fewest, most = evaluate.estimate_rounds(cfg, len(args.agents), args.seeds, None)
-    per_row = evaluate.BYTES_PER_ROUND["parquet"]
+    fewest, most = evaluate_module.estimate_rounds(cfg, len(args.agents), args.seeds, None)
+    per_row = evaluate_module.BYTES_PER_ROUND["parquet"]
     assert 0.5 * fewest * per_row <= documented <= most * per_row
     assert "rounds.parquet" in (ROOT / "README.md").read_text()
 
@@ -121,11 +107,11 @@ def test_one_paper_run_time_everywhere() -> None:
 
 
 # --------------------------------------------------------------------------- point 6: help and spelling
-def test_help_has_examples_and_lists_valid_scenarios_and_agents(evaluate, capsys) -> None:
+def test_help_has_examples_and_lists_valid_scenarios_and_agents(evaluate_module, capsys) -> None:
     from agents.registry import agent_names
     from specstop_gym.scenarios import scenario_names
 
-    assert evaluate.main(["--help"]) == 0
+    assert evaluate_module.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:\n    python evaluate.py" in out
     for name in [*scenario_names(), *agent_names(), "best-fixed-k", "sb3:PATH"]:
@@ -139,9 +125,9 @@ def test_help_has_examples_and_lists_valid_scenarios_and_agents(evaluate, capsys
     (["--agents", "specdec"], "did you mean 'specdec++'?"),
     (["--sedds", "3"], "did you mean '--seeds'?"),
 ])
-def test_misspellings_get_a_suggestion(evaluate, tmp_path: Path, capsys, argv: list[str], hint: str) -> None:
-    assert evaluate.main([*argv, "--out", str(tmp_path / "run")]) == 2
-    assert hint in one_error_line(capsys.readouterr().err, "evaluate.py")
+def test_misspellings_get_a_suggestion(evaluate_module, tmp_path: Path, capsys, argv: list[str], hint: str) -> None:
+    assert evaluate_module.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert hint in one_line_error(capsys.readouterr().err, "evaluate.py")
 
 
 def test_traces_summary_accepts_the_names_evaluate_accepts(capsys) -> None:
@@ -195,12 +181,12 @@ def test_recorded_device_is_the_one_used(trained: tuple[Path, str], capsys) -> N
     assert json.loads((out / "config.json").read_text())["history"][-1]["device"] == "cpu"
     if not torch.cuda.is_available():  # a CPU-only torch: --device cuda is refused, not recorded as used
         assert train.main(["--device", "cuda", "--out", str(out.parent / "cuda")]) == 2
-        line = one_error_line(capsys.readouterr().err, "train.py")
+        line = one_line_error(capsys.readouterr().err, "train.py")
         assert "--device cuda" in line and "not available" in line
         assert not (out.parent / "cuda").exists()
 
 
-def test_model_evaluated_on_another_scenario_warns_naming_both(trained: tuple[Path, str], evaluate, capsys) -> None:
+def test_model_evaluated_on_another_scenario_warns_naming_both(trained: tuple[Path, str], evaluate_module, capsys) -> None:
     from agents.registry import make_agent
     from agents.sb3_agent import ScenarioMismatchWarning
     from specstop_gym.scenarios import make_scenario
@@ -218,7 +204,7 @@ def test_model_evaluated_on_another_scenario_warns_naming_both(trained: tuple[Pa
         warnings.simplefilter("error", ScenarioMismatchWarning)  # same scenario and settings: silent
         make_agent(f"sb3:{model}", make_scenario("qwen-geometric"), n_runs=1)
     # evaluate.py: one warning line, before the run
-    assert evaluate.main(["--agents", f"sb3:{model}", "oracle", "--scenarios", "llama-heavy-head", "--seeds", "1",
+    assert evaluate_module.main(["--agents", f"sb3:{model}", "oracle", "--scenarios", "llama-heavy-head", "--seeds", "1",
                           "--quiet", *TINY, "--out", str(out.parent / "eval")]) == 0
     err = capsys.readouterr().err
     assert re.search(r"^warning: --agents sb3:.*trained on scenario 'qwen-geometric' and is evaluated on "
@@ -233,13 +219,13 @@ def test_train_misspellings_get_a_suggestion(trained: tuple[Path, str], capsys) 
                        (["--algo", "ppo2"], "did you mean 'PPO'?"),
                        (["--totl-timesteps", "5"], "did you mean '--total-timesteps'?")):
         assert train.main([*argv, "--out", str(out.parent / "x")]) == 2
-        assert hint in one_error_line(capsys.readouterr().err, "train.py")
+        assert hint in one_line_error(capsys.readouterr().err, "train.py")
     assert not (out.parent / "x").exists()
 
 
-def test_duplicate_seeds_of_a_grid_from_flags_get_the_same_note(evaluate, tmp_path: Path, capsys) -> None:
+def test_duplicate_seeds_of_a_grid_from_flags_get_the_same_note(evaluate_module, tmp_path: Path, capsys) -> None:
     out = tmp_path / "grid"
-    assert evaluate.main(["--grid-delays", "50", "--seed-list", "2", "2", "--agents", "static-k", "--quiet",
+    assert evaluate_module.main(["--grid-delays", "50", "--seed-list", "2", "2", "--agents", "static-k", "--quiet",
                           "--requests", "1", "--set", "n_tokens=16", "--no-plots", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert re.search(r"note: --seed-list: duplicate seeds dropped \(2\).*1 seeds", err), err

@@ -28,14 +28,6 @@ from specstop_gym.cli import UsageError
 from specstop_gym.evaluation.grid import grid_document, grid_from_dict, load_grid, parse_grid
 
 
-@pytest.fixture()
-def evaluate_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(ROOT))
-    import evaluate
-
-    return evaluate
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny grid run once in process (the reference of the other tests)."""
@@ -260,7 +252,6 @@ def test_the_documented_grid_file_is_valid() -> None:
                                             "delays/qwen-geometric/25 ms/seeds 8..15"]
     assert len(cells) == 2 * 4 * 2 + 2 * 2 + 2 * 2
     assert len({c.key for c in cells}) == len(cells)
-
 
 
 def test_a_failing_cell_is_named_and_the_finished_ones_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error
 
 import specstop_gym  # noqa: F401
 from specstop_gym import ConfigError, make_scenario
@@ -21,21 +22,6 @@ from specstop_gym import ConfigError, make_scenario
 ROOT = Path(__file__).resolve().parents[1]
 TINY_EVAL = ["--agents", "static-k:k=2", "oracle", "--seeds", "2", "--requests", "1", "--set", "n_tokens=16",
              "--no-sweep", "--no-plots", "--quiet"]
-
-
-@pytest.fixture()
-def evaluate_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(ROOT))
-    import evaluate
-
-    return evaluate
-
-
-def one_line_error(err: str, prog: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------ bounds
