@@ -383,6 +383,29 @@ def _backward(N, L, K, S, c, vb, h, M, e, w, lo, hi, ucap, p_top, p_bot, ring,
     return 0
 
 
+@njit(inline="always", **_JIT)
+def _tail_quantiles(ring, row, a, b, tail):
+    """(first, last) grid points of ``ring[row, a..b]`` beyond ``tail`` of the mass from either end:
+    the first index where the mass summed from ``a`` exceeds ``tail``, and the last where the mass
+    summed from ``b`` down exceeds it (at least the first; ``a``/``b`` when the tail is never
+    exceeded)."""
+    cum = 0.0
+    qlo = a
+    for i in range(a, b + 1):
+        cum += ring[row, i]
+        if cum > tail:
+            qlo = i
+            break
+    cum = 0.0
+    qhi = b
+    for i in range(b, a - 1, -1):
+        cum += ring[row, i]
+        if cum > tail:
+            qhi = i
+            break
+    return qlo, max(qhi, qlo)
+
+
 @njit(**_JIT)
 def _forward(N, L, K, S, c, vb, h, M, e, w, G, tail, lo, hi, pol, pol_ptr, round_min, round_max,
              out_lo, out_hi, stats):
@@ -418,22 +441,9 @@ def _forward(N, L, K, S, c, vb, h, M, e, w, G, tail, lo, hi, pol, pol_ptr, round
         out_hi[p] = 0
         if b < a:
             continue
-        cum = 0.0
-        qlo = a
-        for i in range(a, b + 1):
-            cum += ring[row, i]
-            if cum > tail:
-                qlo = i
-                break
-        cum = 0.0
-        qhi = b
-        for i in range(b, a - 1, -1):
-            cum += ring[row, i]
-            if cum > tail:
-                qhi = i
-                break
+        qlo, qhi = _tail_quantiles(ring, row, a, b, tail)
         out_lo[p] = qlo
-        out_hi[p] = max(qhi, qlo)
+        out_hi[p] = qhi
         base_x = a + dmin
         umax = -1
         for i in range(a, b + 1):
@@ -509,21 +519,7 @@ def _forward_pilot(N, L, K, S, S_cum, c, vb, hp, M, e, w, G, tail, out_lo, out_h
         n = N - (p % N)
         if b < a:
             continue
-        cum = 0.0
-        qlo = a
-        for i in range(a, b + 1):
-            cum += ring[row, i]
-            if cum > tail:
-                qlo = i
-                break
-        cum = 0.0
-        qhi = b
-        for i in range(b, a - 1, -1):
-            cum += ring[row, i]
-            if cum > tail:
-                qhi = i
-                break
-        qhi = max(qhi, qlo)
+        qlo, qhi = _tail_quantiles(ring, row, a, b, tail)
         out_lo[p] = qlo
         out_hi[p] = qhi
         for i in range(a, b + 1):
