@@ -77,6 +77,18 @@ def _levels(level: Any, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(lv, shape), dtype=np.float64)
 
 
+def _bound(kernel: Any, successes: Any, trials: Any, level: Any) -> np.ndarray:
+    """Run a bound ``kernel(p, n, level, out)`` on ``(R, K)`` counts: ``p = successes / trials``
+    (0 where ``trials = 0``), ``level`` broadcast by :func:`_levels`."""
+    s = np.atleast_2d(np.asarray(successes, dtype=np.float64))
+    n = np.atleast_2d(np.asarray(trials, dtype=np.float64))
+    lv = _levels(level, n.shape)
+    p = np.where(n > 0, s / np.where(n > 0, n, 1.0), 0.0)
+    out = np.empty_like(p)
+    kernel(np.ascontiguousarray(p), np.ascontiguousarray(n), lv, out)
+    return out
+
+
 @njit(inline="always", **_JIT)
 def _kl(p: float, q: float) -> float:
     p = min(max(p, _EPS), 1.0 - _EPS)
@@ -118,13 +130,7 @@ def kl_upper(successes: Any, trials: Any, level: Any) -> np.ndarray:
     Arrays of shape ``(R, K)``; ``level`` per row ``(R,)`` (nats) or a scalar. ``1`` where ``trials = 0``.
     Bisection to 2^-60 (below float resolution).
     """
-    s = np.atleast_2d(np.asarray(successes, dtype=np.float64))
-    n = np.atleast_2d(np.asarray(trials, dtype=np.float64))
-    lv = _levels(level, n.shape)
-    p = np.where(n > 0, s / np.where(n > 0, n, 1.0), 0.0)
-    out = np.empty_like(p)
-    _kl_upper(np.ascontiguousarray(p), np.ascontiguousarray(n), lv, out)
-    return out
+    return _bound(_kl_upper, successes, trials, level)
 
 
 @njit(**_JIT)
@@ -179,13 +185,7 @@ def profile_likelihood_upper(accepted: Any, observed: Any, level: Any) -> np.nda
     never observed contributes the factor 1. Non-increasing in ``i`` by construction. Bisection on
     ``log mu`` (80 steps).
     """
-    acc = np.atleast_2d(np.asarray(accepted, dtype=np.float64))
-    n = np.atleast_2d(np.asarray(observed, dtype=np.float64))
-    lv = _levels(level, n.shape)
-    p = np.where(n > 0, acc / np.where(n > 0, n, 1.0), 0.0)
-    out = np.empty_like(p)
-    _profile_upper(np.ascontiguousarray(p), np.ascontiguousarray(n), lv, out)
-    return out
+    return _bound(_profile_upper, accepted, observed, level)
 
 
 def survival_upper(accepted: Any, observed: Any, reached: Any, drafted: Any, level: Any) -> np.ndarray:
