@@ -609,17 +609,6 @@ def _config_document(plan: Plan, status: str, history: list[dict[str, Any]], num
     }
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file (read in 1 MiB blocks)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def final_evaluation(plan: Plan, model_path: Path) -> dict[str, Any]:
     """The saved model (reloaded from disk, as evaluate.py would), the oracle and best-fixed-k on the
     evaluation seeds: summary.json in evaluate.py's schema, plus a ``training`` section."""
@@ -749,14 +738,16 @@ def _train_and_evaluate(plan: Plan, venv: Any, model: Any, history: list[dict[st
               f"continue with: python train.py --resume {shlex.quote(str(plan.run_dir))}", file=sys.stderr)
         venv.close()
         return 130
+    from specstop_gym.traces.manifest import sha256_file
+
     checksums = {}
     if cfg.normalize:
         with atomic_path(plan.run_dir / "vecnormalize.pkl") as tmp:
             model.get_vec_normalize_env().save(str(tmp))
-        checksums["vecnormalize.pkl"] = sha256_of(plan.run_dir / "vecnormalize.pkl")
+        checksums["vecnormalize.pkl"] = sha256_file(plan.run_dir / "vecnormalize.pkl")
     with atomic_path(plan.run_dir / "model.zip") as tmp:
         model.save(tmp)
-    checksums["model.zip"] = sha256_of(plan.run_dir / "model.zip")
+    checksums["model.zip"] = sha256_file(plan.run_dir / "model.zip")
     venv.close()
     # recorded before the final evaluation reloads the model (sb3:PATH checks it)
     report.write_json_atomic(plan.run_dir / "config.json",

@@ -155,15 +155,12 @@ def _check_recorded_sha256(path: Path, run_cfg: dict[str, Any]) -> None:
     want = record.get(path.name)
     if not want or not (path.parent / "config.json").is_file():
         return
-    import hashlib
+    from specstop_gym.traces.manifest import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != want:
+    have = sha256_file(path)
+    if have != want:
         raise ValueError(f"{str(path)!r} does not match the sha256 recorded in its run's config.json "
-                         f"({want[:12]}..., the file has {h.hexdigest()[:12]}...): it changed after training; "
+                         f"({want[:12]}..., the file has {have[:12]}...): it changed after training; "
                          "refusing to load it")
 
 

@@ -96,15 +96,6 @@ def code_key() -> str:
     return f"{specstop_gym.__version__}+{h.hexdigest()[:16]}"
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (trace files and models enter a cell's key by content)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- the cell
 @dataclass(frozen=True)
 class CellSpec:
@@ -267,4 +258,4 @@ def _first_call() -> bool:
     return _CALLS["n"] == 1
 
 
-__all__ = ["CODE_EXCLUDED", "CellSpec", "code_files", "code_key", "file_sha256", "rounds_schema", "run_cell"]
+__all__ = ["CODE_EXCLUDED", "CellSpec", "code_files", "code_key", "rounds_schema", "run_cell"]

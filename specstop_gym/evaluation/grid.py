@@ -456,7 +456,7 @@ def cell_key(spec: CellSpec, code: str) -> str:
     scenario field except the free-text ``description``/``sources``; the agents, seeds, level,
     round cap, whether rounds are recorded; the sha256 of each trace file and sb3 model it reads)
     and the code version ``code`` (:func:`specstop_gym.evaluation.cell.code_key`)."""
-    from .cell import file_sha256
+    from ..traces.manifest import sha256_file
 
     cfg = spec.scenario.to_dict()
     for k in ("description", "sources"):
@@ -467,7 +467,7 @@ def cell_key(spec: CellSpec, code: str) -> str:
         if path:
             from ..scenarios import resolve_data_path
 
-            files[fld] = file_sha256(resolve_data_path(path))
+            files[fld] = sha256_file(resolve_data_path(path))
     for a in spec.agents:
         if a.startswith("sb3:"):
             files[a] = _sb3_sha(a[4:])
@@ -487,13 +487,13 @@ def _json_default(v: Any) -> Any:
 
 
 def _sb3_sha(path: str) -> str:
-    from .cell import file_sha256
+    from ..traces.manifest import sha256_file
 
     p = Path(path)
     if p.is_dir():
         p = p / "model.zip"
     try:
-        return file_sha256(p)
+        return sha256_file(p)
     except OSError:
         return "unreadable"
 
